@@ -1,0 +1,166 @@
+"""The ``moments`` command line: ask, index, serve, logs, export.
+
+This is the only module (with the store's CLI handlers) that prints; everything else logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from agent.errors import MomentsError
+from agent.settings import Settings
+
+log = logging.getLogger("moments")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in ("model", "adapter", "kb_path", "top_k", "database_url", "home"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _open_store(settings: Settings):
+    """The conversation store, or None (with a warning) when it cannot be opened."""
+    try:
+        from agent.store import Store
+
+        return Store(settings.db_url)
+    except MomentsError as exc:
+        print(f"warning: this turn will not be stored: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from agent.conversation import Conversations
+    from agent.pipeline import Agent
+    from agent.prompt import Exchange
+
+    settings = _settings(args)
+    agent = Agent(settings)
+    store = None if args.no_store else _open_store(settings)
+    conversations = Conversations(agent, store)
+    history = [Exchange(user=h, assistant="") for h in args.history or []]
+    agent.validate(args.question)
+    cid = conversations.start(channel="cli", title=args.question[:120])
+    result = None
+    for event in conversations.stream(cid, args.question, history, explain=args.explain):
+        if event.kind == "token" and not args.json:
+            print(event.text, end="", flush=True)
+        elif event.kind == "done":
+            result = event.result
+    assert result is not None
+    if args.json:
+        payload = result.to_dict()
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+        return 0
+    print()
+    if result.abstained:
+        print(f"(abstained: best retrieval score {result.best_score:.3f} < threshold {settings.abstain_threshold})")
+    print("\nPassages:")
+    for h in result.hits:
+        print(f"  [{h.rank}] {h.score:.3f}  {h.passage.title}  ({h.passage.id})")
+    t = result.timings
+    print(f"\nretrieval {t.get('retrieval_ms', 0):.0f} ms, generation {t.get('generation_ms', 0):.0f} ms "
+          f"({len(result.token_ids)} tokens), model {result.versions.get('base_model')}"
+          f"{' + ' + result.versions['adapter'] if result.versions.get('adapter') else ''}")
+    if result.explanation is not None:
+        print("\nExplanation:")
+        print(result.explanation.render_text())
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from retrieval.index import KnowledgeIndex, index_dir_for
+
+    settings = _settings(args)
+    kb = Path(args.path).expanduser().resolve()
+    started = time.perf_counter()
+    target = index_dir_for(settings.index_dir, kb)
+    if args.force and target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    index = KnowledgeIndex.load_or_build(kb, target, settings.embedder, settings.chunk_tokens, progress=True)
+    state = "built" if getattr(index, "rebuilt", False) else "up to date"
+    print(f"index {index.version} {state}: {len(index)} passages from {kb} in {time.perf_counter() - started:.1f} s "
+          f"({target})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ui.app import serve
+
+    serve(_settings(args), host=args.host, port=args.port, share=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moments", description="Moments: answers from your knowledge base, "
+                                     "explained token by token.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", help="preset, HF model dir or .gguf (MOMENTS_MODEL)")
+        p.add_argument("--adapter", help="auto, none, name or dir (MOMENTS_ADAPTER)")
+        p.add_argument("--kb", dest="kb_path", type=Path, help="knowledge-base folder (MOMENTS_KB_PATH)")
+        p.add_argument("--top-k", dest="top_k", type=int, help="passages per question (MOMENTS_TOP_K)")
+        p.add_argument("--db", dest="database_url", help="database URL (MOMENTS_DATABASE_URL)")
+
+    ask = sub.add_parser("ask", help="answer one question, streamed, with the passages used")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print one JSON object instead")
+    ask.add_argument("--explain", action="store_true", help="attribute every reply token to the passages")
+    ask.add_argument("--history", action="append", metavar="QUESTION",
+                     help="an earlier question of the conversation (repeatable, oldest first)")
+    ask.add_argument("--no-store", action="store_true", help="do not record the turn in the conversation store")
+    common(ask)
+    ask.set_defaults(func=cmd_ask)
+
+    index = sub.add_parser("index", help="build or rebuild the knowledge-base index of a folder")
+    index.add_argument("path", help="folder (or file) of Markdown, text, JSON/JSONL or CSV FAQ files")
+    index.add_argument("--force", action="store_true", help="rebuild even if the saved index is current")
+    common(index)
+    index.set_defaults(func=cmd_index)
+
+    serve = sub.add_parser("serve", help="start the Gradio app (chat and review)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    try:
+        from agent.logs_cli import register
+    except ImportError:  # pragma: no cover - the store CLI is part of the package
+        register = None
+    if register is not None:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not hasattr(args, "db_url"):  # the store's handlers (agent.logs_cli) read the resolved URL from args
+        args.db_url = _settings(args).db_url
+    try:
+        return int(args.func(args) or 0)
+    except MomentsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

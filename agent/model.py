@@ -1,0 +1,109 @@
+"""Loading the generator: base model (via :mod:`agent.provision`) plus an optional LoRA adapter (peft).
+
+:func:`load_generator` returns a :class:`Generator` holding the model in eval mode, its tokenizer and the ids that
+every stored turn records (model id, adapter id and adapter hash). Loads are cached per (model dir, adapter, quantize)
+within a process, so the UI, CLI and tests share one copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import ProvisioningError
+from agent.provision import resolve_model
+from agent.settings import ADAPTERS_DIR, Settings
+
+log = logging.getLogger(__name__)
+
+#: The adapter shipped for each preset, loaded when ``adapter`` is ``auto`` (if present under data/adapters/).
+DEFAULT_ADAPTERS: dict[str, str] = {"smollm2-135m": "smollm2-135m-support"}
+
+_cache: dict[tuple, "Generator"] = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Generator:
+    """A loaded generator. ``model`` is a transformers causal LM (peft-wrapped when an adapter is active)."""
+
+    model: object
+    tokenizer: object
+    model_id: str
+    model_dir: Path
+    adapter_id: str | None
+    adapter_hash: str | None
+    load_seconds: float
+    # Serialises use of the model across threads (Gradio workers); torch modules are not re-entrant with caches.
+    lock: threading.Lock
+
+
+def resolve_adapter(settings: Settings) -> Path | None:
+    """The adapter directory selected by ``settings.adapter`` (None for the base model alone)."""
+    value = settings.adapter.strip()
+    if value.lower() in ("none", ""):
+        return None
+    if value.lower() == "auto":
+        name = DEFAULT_ADAPTERS.get(settings.model)
+        path = ADAPTERS_DIR / name if name else None
+        return path if path is not None and (path / "adapter_config.json").is_file() else None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        path = ADAPTERS_DIR / value
+    if not (path / "adapter_config.json").is_file():
+        raise ProvisioningError(f"Adapter {value!r} not found: give 'auto', 'none', a name under {ADAPTERS_DIR}, "
+                                "or a folder with adapter_config.json.")
+    return path
+
+
+def adapter_hash(path: Path) -> str:
+    """First 12 hex digits of the sha256 over the adapter's config and weights."""
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        f = path / name
+        if f.is_file():
+            digest.update(name.encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def load_generator(settings: Settings) -> Generator:
+    """Provision (first time) and load the generator described by ``settings``; cached per process."""
+    model_dir = resolve_model(settings.model, settings.models_dir)
+    adapter_dir = resolve_adapter(settings)
+    key = (str(model_dir), str(adapter_dir), settings.quantize)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        gen = _load(settings, model_dir, adapter_dir)
+        _cache[key] = gen
+        return gen
+
+
+def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Generator:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager")
+    a_id = a_hash = None
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        model = model.merge_and_unload()
+        a_id, a_hash = adapter_dir.name, adapter_hash(adapter_dir)
+    model.eval()
+    if settings.quantize:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    seconds = time.perf_counter() - started
+    log.info("loaded %s%s in %.2f s", model_dir.name, f" + {a_id}" if a_id else "", seconds)
+    return Generator(model=model, tokenizer=tokenizer, model_id=settings.model, model_dir=model_dir,
+                     adapter_id=a_id, adapter_hash=a_hash, load_seconds=seconds, lock=threading.Lock())

@@ -1,0 +1,197 @@
+"""The turn pipeline: question + history → retrieval → (abstain | streamed generation) → optional explanation.
+
+:class:`Agent` owns a generator and a knowledge index (both loaded lazily, or passed in by tests) and turns one
+question into a stream of :class:`TurnEvent`s: ``retrieved`` (the passages), ``token`` (each generated token as it is
+chosen), ``explained`` (when asked for), and a final ``done`` carrying the :class:`TurnResult`. Storing turns is not
+done here (see :mod:`agent.conversation`), so the pipeline can run without a database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agent.errors import InputError
+from agent.generate import stream_tokens
+from agent.prompt import PROMPT_VERSION, Exchange, PromptLayout, build_prompt
+from agent.settings import Settings
+from retrieval.types import Hit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnResult:
+    """Everything one turn produced. ``explanation`` is an :class:`agent.explanation.Explanation` or None."""
+
+    question: str
+    answer: str
+    abstained: bool
+    hits: list[Hit]
+    token_ids: list[int] = field(default_factory=list)
+    token_texts: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    explanation: Any = None
+    layout: PromptLayout | None = field(default=None, repr=False)
+    #: Set by :class:`agent.conversation.Conversations` once the turn is stored.
+    conversation_id: str | None = None
+    turn_id: int | None = None
+
+    @property
+    def best_score(self) -> float:
+        return max((h.score for h in self.hits), default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what ``moments ask --json`` prints and the API returns)."""
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "abstained": self.abstained,
+            "passages": [h.to_dict() for h in self.hits],
+            "timings": {k: round(v, 1) for k, v in self.timings.items()},
+            "versions": self.versions,
+            "prompt_tokens": self.prompt_tokens,
+            "reply_tokens": len(self.token_ids),
+            "explanation": self.explanation.to_dict() if self.explanation is not None else None,
+            "conversation_id": self.conversation_id,
+            "turn_id": self.turn_id,
+        }
+
+
+@dataclass
+class TurnEvent:
+    """One step of a streamed turn."""
+
+    kind: Literal["retrieved", "token", "explained", "done"]
+    hits: list[Hit] | None = None
+    text: str = ""
+    result: TurnResult | None = None
+
+
+class Agent:
+    """Answers questions from the knowledge base. Heavy parts load on first use (or call :meth:`warm_up`)."""
+
+    def __init__(self, settings: Settings, *, generator=None, index=None) -> None:
+        self.settings = settings
+        self._generator = generator
+        self._index = index
+
+    # ------------------------------------------------------------------------------------------ parts
+    @property
+    def generator(self):
+        if self._generator is None:
+            from agent.model import load_generator
+
+            self._generator = load_generator(self.settings)
+        return self._generator
+
+    @property
+    def index(self):
+        if self._index is None:
+            from retrieval.index import KnowledgeIndex, index_dir_for
+
+            s = self.settings
+            self._index = KnowledgeIndex.load_or_build(
+                s.kb_path, index_dir_for(s.index_dir, s.kb_path), s.embedder, s.chunk_tokens
+            )
+        return self._index
+
+    def warm_up(self) -> None:
+        """Load (and on first run provision) the generator and the index."""
+        _ = self.index, self.generator
+
+    def versions(self) -> dict[str, Any]:
+        """Versions recorded with every turn."""
+        g, s = self.generator, self.settings
+        return {
+            "base_model": g.model_id,
+            "model_dir": g.model_dir.name,
+            "adapter": g.adapter_id,
+            "adapter_hash": g.adapter_hash,
+            "embedder": s.embedder,
+            "index_version": self.index.version,
+            "prompt_version": PROMPT_VERSION,
+            "generation": {"decoding": "greedy", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
+                           "abstain_threshold": s.abstain_threshold},
+        }
+
+    # ------------------------------------------------------------------------------------------ turn
+    def validate(self, question: str) -> str:
+        """The question, stripped; raises :class:`InputError` for empty or too long messages."""
+        text = (question or "").strip()
+        if not text:
+            raise InputError("Your message is empty. Type a question about an order, a return, an account, ...")
+        limit = self.settings.max_message_chars
+        if len(text) > limit:
+            raise InputError(f"Your message is {len(text):,} characters long; the limit is {limit:,}. "
+                             "Shorten it to the question itself and send it again.")
+        return text
+
+    def stream(self, question: str, history: Sequence[Exchange] = (), *, explain: bool = False,
+               method: str = "shapley") -> Iterator[TurnEvent]:
+        """Run one turn, yielding events as they happen (see module docstring)."""
+        question = self.validate(question)
+        s = self.settings
+        history = list(history)[-s.history_turns:] if s.history_turns else []
+        timings: dict[str, float] = {}
+
+        started = time.perf_counter()
+        hits = self.index.search_conversation(question, [ex.user for ex in history], s.top_k)
+        timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
+        yield TurnEvent("retrieved", hits=hits)
+
+        result = TurnResult(question=question, answer="", abstained=False, hits=hits, timings=timings,
+                            versions=self.versions())
+        if not hits or hits[0].score < s.abstain_threshold:
+            result.abstained = True
+            result.answer = s.abstain_message
+            timings["generation_ms"] = 0.0
+            yield TurnEvent("token", text=result.answer)
+            yield TurnEvent("done", result=result)
+            return
+
+        g = self.generator
+        passages = [h.passage for h in hits]
+        with g.lock:
+            layout = build_prompt(g.tokenizer, question, passages, history)
+            result.layout, result.prompt_tokens = layout, len(layout)
+            started = time.perf_counter()
+            first = None
+            for step in stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens):
+                if first is None:
+                    first = time.perf_counter()
+                result.token_ids.append(step.token_id)
+                result.token_texts.append(step.text)
+                if step.text:
+                    yield TurnEvent("token", text=step.text)
+            ended = time.perf_counter()
+        timings["generation_ms"] = (ended - started) * 1000
+        timings["first_token_ms"] = ((first or ended) - started) * 1000
+        result.answer = "".join(result.token_texts).strip()
+        if explain and result.token_ids:
+            result.explanation = self.explain(result, method=method)
+            timings["attribution_ms"] = result.explanation.seconds * 1000
+            yield TurnEvent("explained", result=result)
+        yield TurnEvent("done", result=result)
+
+    def explain(self, result: TurnResult, method: str = "shapley"):
+        """Attribute ``result``'s reply tokens to its passages (see :mod:`agent.attribution`)."""
+        from agent.attribution import explain
+
+        g = self.generator
+        with g.lock:
+            return explain(g, result.layout, result.token_ids, result.token_texts,
+                           [h.passage for h in result.hits], [h.score for h in result.hits], method=method)
+
+    def ask(self, question: str, history: Sequence[Exchange] = (), *, explain: bool = False,
+            method: str = "shapley") -> TurnResult:
+        """Run one turn to the end and return its result."""
+        for event in self.stream(question, history, explain=explain, method=method):
+            if event.kind == "done":
+                return event.result
+        raise RuntimeError("turn ended without a result")  # pragma: no cover - stream always ends with done

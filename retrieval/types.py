@@ -1,0 +1,37 @@
+"""Value types shared by retrieval and the agent: a knowledge-base passage and a retrieved hit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One indexed chunk of the knowledge base.
+
+    ``doc_id`` names the article (file stem, or ``file:row`` for FAQ rows); ``id`` is unique per chunk
+    (``doc_id#n``); ``title`` is the article title, kept with every chunk; ``text`` is the chunk body
+    (section heading included, title not); ``source`` and ``line`` point at where it came from.
+    """
+
+    id: str
+    doc_id: str
+    title: str
+    text: str
+    source: str = ""
+    line: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A passage returned by a search, with its rank (1-based) and cosine score."""
+
+    passage: Passage
+    score: float
+    rank: int
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "score": round(self.score, 4), **self.passage.to_dict()}

@@ -1,0 +1,228 @@
+"""The Gradio app: a chat tab for operators and named API endpoints for other apps.
+
+:func:`build_app` wires an :class:`agent.pipeline.Agent` and an optional conversation store into a ``gr.Blocks``;
+:func:`serve` builds the defaults and launches it. Handlers are plain (generator) functions; user-facing errors
+become ``gr.Error`` so the browser shows a message and API callers get it as the error text.
+
+Named endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
+
+* ``/chat`` — the chat tab's streamed turn (message, history, state, explain);
+* ``/ask`` — one turn as JSON: ``ask(question, conversation_id="", explain=False) -> dict``;
+* ``/feedback`` — rate a stored turn: ``feedback(turn_id, rating, reasons="", comment="", corrected="") -> dict``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import gradio as gr
+
+from agent.conversation import Conversations
+from agent.errors import MomentsError
+from agent.pipeline import Agent
+from agent.prompt import Exchange
+from agent.settings import Settings
+from ui import render
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = [
+    "How long do I have to return an item?",
+    "How much does express shipping cost?",
+    "Do gift cards expire?",
+]
+
+
+def new_state() -> dict[str, Any]:
+    """Per-browser-session chat state: conversation id, earlier exchanges, stored turn id per bot message."""
+    return {"conversation_id": None, "exchanges": [], "turn_ids": {}}
+
+
+def _exchanges(state: dict) -> list[Exchange]:
+    return [Exchange(user=u, assistant=a) for u, a in state.get("exchanges", [])]
+
+
+class MomentsApp:
+    """Handlers of the app, bound to one agent and store (so tests can build several apps)."""
+
+    def __init__(self, settings: Settings, agent: Agent, store=None, store_error: str | None = None) -> None:
+        self.settings = settings
+        self.agent = agent
+        self.store = store
+        self.store_error = store_error
+        self.conversations = Conversations(agent, store)
+
+    # --------------------------------------------------------------------------------------- helpers
+    def _conversation(self, state: dict, question: str, channel: str) -> uuid.UUID | None:
+        if self.store is None:
+            return None
+        if state.get("conversation_id"):
+            return uuid.UUID(state["conversation_id"])
+        cid = self.conversations.start(channel=channel, title=question[:120])
+        state["conversation_id"] = str(cid)
+        return cid
+
+    def _history_from_store(self, conversation_id: str) -> list[Exchange]:
+        if not conversation_id or self.store is None:
+            return []
+        conv = self.store.get_conversation(uuid.UUID(conversation_id))
+        turns = sorted(conv.turns, key=lambda t: t.index)
+        exchanges, pending = [], None
+        for t in turns:
+            if t.role == "user":
+                pending = t.text
+            elif t.role == "assistant" and pending is not None and t.status != "error":
+                exchanges.append(Exchange(user=pending, assistant=t.text))
+                pending = None
+        return exchanges
+
+    # --------------------------------------------------------------------------------------- chat tab
+    def chat(self, message: str, history: list[dict], state: dict, explain: bool):
+        """Streamed chat turn: yields (textbox, chatbot, passages html, explanation html, state)."""
+        state = state or new_state()
+        history = list(history or [])
+        try:
+            question = self.agent.validate(message)
+            cid = self._conversation(state, question, channel="ui")
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        history.append({"role": "user", "content": render.esc(question)})
+        history.append({"role": "assistant", "content": ""})
+        passages_html, explanation_html, answer = "", "<i>Thinking…</i>", ""
+        yield "", history, passages_html, explanation_html, state
+        try:
+            for event in self.conversations.stream(cid, question, _exchanges(state), explain=explain):
+                if event.kind == "retrieved":
+                    passages_html = render.passages_html([h.to_dict() for h in event.hits])
+                    explanation_html = "<i>Writing the answer…</i>"
+                elif event.kind == "token":
+                    answer += event.text
+                    history[-1] = {"role": "assistant", "content": render.esc(answer)}
+                elif event.kind == "done":
+                    result = event.result
+                    if explain and result.explanation is None and not result.abstained:
+                        explanation_html = "<i>No explanation (empty reply).</i>"
+                    explanation_html = render.explanation_html(result.to_dict())
+                    passages_html = render.passages_html([h.to_dict() for h in result.hits],
+                                                         render.passage_credits(result.to_dict()))
+                    history[-1] = {"role": "assistant", "content": render.esc(result.answer)}
+                    state["exchanges"] = state["exchanges"] + [[question, result.answer]]
+                    if result.turn_id is not None:
+                        state["turn_ids"][str(len(history) - 1)] = result.turn_id
+                yield "", history, passages_html, explanation_html, state
+        except MomentsError as exc:
+            history[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
+            yield "", history, passages_html, render.error_html(str(exc)), state
+        except Exception as exc:  # noqa: BLE001 - shown to the operator, stored as an error turn
+            log.exception("chat turn failed")
+            msg = f"Something went wrong while answering ({type(exc).__name__}: {exc}). Your message was kept; " \
+                  "try again or start a new conversation."
+            history[-1] = {"role": "assistant", "content": render.esc(f"⚠ {msg}")}
+            yield "", history, passages_html, render.error_html(msg), state
+
+    def like(self, state: dict, data: gr.LikeData) -> str:
+        """Thumbs on a bot message → feedback on its stored turn."""
+        turn_id = (state or {}).get("turn_ids", {}).get(str(data.index if isinstance(data.index, int)
+                                                               else data.index[0]))
+        if turn_id is None or self.store is None:
+            return "Feedback not recorded: this reply is not stored."
+        rating = "up" if data.liked else "down"
+        self.store.add_feedback(turn_id, source="operator", rating=rating)
+        return f"Feedback recorded ({rating})."
+
+    def new_conversation(self):
+        return [], "", "", new_state(), ""
+
+    # --------------------------------------------------------------------------------------- API
+    def ask(self, question: str, conversation_id: str = "", explain: bool = False) -> dict:
+        """One turn as JSON. Pass the returned ``conversation_id`` back to continue the conversation."""
+        try:
+            question = self.agent.validate(question)
+            history = self._history_from_store(conversation_id)
+            if self.store is not None and not conversation_id:
+                conversation_id = str(self.conversations.start(channel="api", title=question[:120]))
+            cid = uuid.UUID(conversation_id) if conversation_id else None
+            result = self.conversations.ask(cid, question, history, explain=bool(explain))
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        except ValueError as exc:
+            raise gr.Error(f"Invalid conversation id {conversation_id!r}: {exc}") from exc
+        return result.to_dict()
+
+    def feedback(self, turn_id: float, rating: str, reasons: str = "", comment: str = "",
+                 corrected: str = "") -> dict:
+        """Rate a stored turn (rating ``up`` or ``down``; reasons comma-separated)."""
+        if self.store is None:
+            raise gr.Error(f"Feedback cannot be stored: {self.store_error or 'no conversation store configured'}.")
+        if rating not in ("up", "down"):
+            raise gr.Error("rating must be 'up' or 'down'.")
+        try:
+            fid = self.store.add_feedback(int(turn_id), source="api", rating=rating,
+                                          reasons=[r.strip() for r in reasons.split(",") if r.strip()],
+                                          comment=comment or None, corrected_answer=corrected or None)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return {"feedback_id": fid, "turn_id": int(turn_id), "rating": rating}
+
+
+def build_app(settings: Settings, *, agent: Agent | None = None, store=None, open_store: bool = True) -> gr.Blocks:
+    """Build the Blocks app. With ``open_store`` and no ``store``, the store at ``settings.db_url`` is opened;
+    if that fails the app still answers, and says that turns are not being stored."""
+    agent = agent or Agent(settings)
+    store_error = None
+    if store is None and open_store:
+        try:
+            from agent.store import Store
+
+            store = Store(settings.db_url)
+        except MomentsError as exc:
+            store_error = str(exc)
+            log.error("conversation store unavailable: %s", exc)
+    app = MomentsApp(settings, agent, store, store_error)
+
+    with gr.Blocks(title="Moments") as demo:
+        state = gr.State(new_state())
+        gr.Markdown("## Moments — answers from the help centre, explained token by token")
+        if store_error:
+            gr.HTML(render.error_html(f"Conversations are NOT being stored: {store_error}"))
+        with gr.Tab("Chat"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="mo-chat",
+                                         render_markdown=True, sanitize_html=True)
+                    msg = gr.Textbox(label="Message", placeholder="Ask about orders, shipping, returns, accounts…",
+                                     elem_id="mo-input", lines=1, max_lines=6)
+                    with gr.Row():
+                        send = gr.Button("Send", variant="primary", elem_id="mo-send")
+                        new = gr.Button("New conversation", elem_id="mo-new")
+                        explain = gr.Checkbox(value=True, label="Explain each reply", elem_id="mo-explain")
+                    gr.Examples(EXAMPLES, inputs=msg)
+                    status = gr.Markdown(elem_id="mo-status")
+                with gr.Column(scale=2):
+                    gr.Markdown("### Explanation")
+                    explanation = gr.HTML(elem_id="mo-explanation")
+                    gr.Markdown("### Passages")
+                    passages = gr.HTML(elem_id="mo-passages")
+        outputs = [msg, chatbot, passages, explanation, state]
+        gr.on([send.click, msg.submit], app.chat, inputs=[msg, chatbot, state, explain], outputs=outputs,
+              api_name="chat")
+        new.click(app.new_conversation, outputs=[chatbot, passages, explanation, state, status],
+                  api_visibility="private")
+        chatbot.like(app.like, inputs=[state], outputs=[status], api_visibility="private")
+        gr.api(app.ask, api_name="ask")
+        gr.api(app.feedback, api_name="feedback")
+    demo.moments = app  # handy for tests and embedding
+    return demo
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+          prevent_thread_lock: bool = False):
+    """Load everything, then launch the app (blocking unless ``prevent_thread_lock``)."""
+    agent = Agent(settings)
+    agent.warm_up()
+    demo = build_app(settings, agent=agent)
+    demo.queue(default_concurrency_limit=1)
+    return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
+                       css=render.CSS, footer_links=["api"], show_error=True)
