@@ -49,6 +49,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     conversations = Conversations(agent, store)
     history = [Exchange(user=h, assistant="") for h in args.history or []]
     agent.validate(args.question)
+    agent.warm_up()  # load (first run: provision) before the turn, so its timings are the turn's own
     cid = conversations.start(channel="cli", title=args.question[:120])
     result = None
     for event in conversations.stream(cid, args.question, history, explain=args.explain):

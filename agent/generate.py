@@ -7,6 +7,7 @@ appears with the token that completes it, so the concatenated ``text`` of all st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -41,17 +42,39 @@ def stream_tokens(model, tokenizer, input_ids: Sequence[int], max_new_tokens: in
 
     stop_ids = stop_token_ids(tokenizer, model) if stop_ids is None else stop_ids
     generated: list[int] = []
+    held: list[Step] = []  # steps that may open a passage header; shown once the line turns out to be text
     shown = ""
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([list(input_ids)]), use_cache=True)
+        # logits_to_keep=1: only the last position's logits, never a (prompt_len, vocab) tensor.
+        out = model(input_ids=torch.tensor([list(input_ids)]), use_cache=True, logits_to_keep=1)
         for _ in range(max_new_tokens):
-            token = int(out.logits[0, -1].argmax())  # logits: (1, seq, vocab)
+            token = int(out.logits[0, -1].argmax())  # logits: (1, 1, vocab)
             if token in stop_ids:
-                return
+                break
             generated.append(token)
             text = tokenizer.decode(generated, skip_special_tokens=True)
+            if runaway(text):
+                return  # held steps are dropped with the runaway token
             delta = ""
             if not text.endswith("\ufffd") and text.startswith(shown):
                 delta, shown = text[len(shown):], text
-            yield Step(token, delta)
-            out = model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+            held.append(Step(token, delta))
+            if not _PARTIAL_HEADER.search(text):
+                yield from held
+                held.clear()
+            out = model(input_ids=torch.tensor([[token]]), cache=out.cache, use_cache=True)
+    yield from held
+
+
+_PARTIAL_HEADER = re.compile(r"\n\s*(\[\d*\]?\s*)?$")
+_HEADER = re.compile(r"\n\s*\[\d+\]\s*\S")
+
+
+def runaway(text: str) -> bool:
+    """True when the reply has left the answer: it starts copying a passage block (a new line opening with a
+    ``[n]`` header, as in the prompt) or repeats the same non-empty line three times. The token that triggers it is
+    dropped, so a reply never ends inside such a block's header."""
+    if _HEADER.search(text):
+        return True
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return len(lines) >= 3 and lines[-1] == lines[-2] == lines[-3]

@@ -55,3 +55,42 @@ def passages_html(passages: Sequence[dict], credits: Sequence[float] | None = No
 
 def error_html(message: str) -> str:
     return f"<div class='mo-error'>{esc(message)}</div>"
+
+
+def passage_credits(result: dict) -> list[float] | None:
+    """Total attribution credit of each passage (in prompt order), or None without an explanation."""
+    exp = result.get("explanation")
+    if not exp:
+        return None
+    return [float(p.get("credit", 0.0)) for p in exp.get("passages", [])]
+
+
+def explanation_html(result: dict) -> str:
+    """The reply with every token tinted by its top passage (dotted underline: model prior), hover for details."""
+    if result.get("abstained"):
+        best = max((p.get("score", 0.0) for p in result.get("passages", [])), default=0.0)
+        return (f"<div class='mo-note'>Abstained: the best passage scored {best:.3f}, below the threshold, so "
+                "Moments handed over instead of guessing.</div>")
+    exp = result.get("explanation")
+    if not exp:
+        return f"<div class='mo-reply'>{esc(result.get('answer'))}</div><div class='mo-legend'>No explanation " \
+               "was computed for this reply (turn on “Explain each reply”).</div>"
+    spans = []
+    for tok in exp.get("tokens", []):
+        top = tok.get("top_passage")
+        prior = tok.get("flag") == "prior"
+        alts = ", ".join(f"{a[0]!r} {float(a[1]):.2f}" for a in tok.get("alternatives", [])[:5])
+        title = (f"p={float(tok.get('prob', 0)):.2f} · "
+                 f"{'model prior' if prior else f'grounded in [{top + 1}]' if top is not None else 'grounded'} · "
+                 f"grounding {float(tok.get('grounding', 0)):+.2f} · nearly said: {alts}")
+        style = f"background:{colour(top)}" if top is not None and not prior else ""
+        cls = "mo-tok mo-prior" if prior else "mo-tok"
+        spans.append(f"<span class='{cls}' style='{style}' title='{esc(title)}'>{esc(tok.get('text'))}</span>")
+    conf = exp.get("confidence")
+    share = exp.get("grounded_share")
+    notes = "".join(f"<div class='mo-note'>{esc(n)}</div>" for n in exp.get("notes", []))
+    legend = (f"<div class='mo-legend'>Colour = passage with the most credit (Shapley); dotted underline = from the "
+              f"model's prior. Confidence {float(conf or 0):.2f} · grounded tokens {float(share or 0):.0%} · "
+              f"method {esc(exp.get('method'))} · {int(exp.get('forward_passes', 0))} forward passes, "
+              f"{float(exp.get('seconds', 0)):.1f} s</div>")
+    return f"<div class='mo-reply'>{''.join(spans)}</div>{legend}{notes}"

@@ -1,0 +1,321 @@
+"""The conversation store's schema: SQLModel families ``XBase`` → ``X(table=True)`` → ``XPublic`` (and ``XCreate``).
+
+* ``XBase``: the fields a caller provides, shared by every member of the family.
+* ``X(table=True)``: the table (ids, foreign keys, timestamps added).
+* ``XCreate``: validated input (allowed values checked before anything is written).
+* ``XPublic``: what the store returns; it never hands out live ORM objects.
+
+All tables live in :data:`StoreModel.metadata` (not SQLModel's global one). Datetimes are timezone-aware UTC on both
+back ends (:class:`UTCDateTime`); JSON columns use SQLAlchemy's portable ``JSON`` type. The schema is created and
+changed only by the Alembic revisions in ``agent/store/migrations/versions`` (keep them in step with this module:
+``tests/test_store_migrations.py`` compares the two).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+from pydantic import BeforeValidator, field_validator, model_validator
+from sqlalchemy import JSON, Dialect, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+Channel = Literal["ui", "api", "cli"]
+ConversationStatus = Literal["open", "abstained", "escalated", "resolved"]
+Role = Literal["user", "assistant"]
+TurnStatus = Literal["ok", "abstained", "error"]
+FeedbackSource = Literal["operator", "reviewer", "api"]
+Rating = Literal["up", "down"]
+Reason = Literal["wrong source", "incomplete", "outdated", "other"]
+
+CHANNELS: tuple[str, ...] = get_args(Channel)
+CONVERSATION_STATUSES: tuple[str, ...] = get_args(ConversationStatus)
+TURN_STATUSES: tuple[str, ...] = get_args(TurnStatus)
+FEEDBACK_SOURCES: tuple[str, ...] = get_args(FeedbackSource)
+RATINGS: tuple[str, ...] = get_args(Rating)
+REASONS: tuple[str, ...] = get_args(Reason)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON values: numpy scalars and arrays (anything with ``tolist``) as numbers and lists,
+    non-finite floats (NaN, ±inf) as null (PostgreSQL's JSON has no NaN), datetimes as ISO strings.
+    Anything else raises TypeError, before a transaction starts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
+        return json_safe(value.tolist())
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, Path)):
+        return str(value)
+    if isinstance(value, Enum):
+        return json_safe(value.value)
+    raise TypeError(f"cannot store a {type(value).__name__} in a JSON column: {value!r}")
+
+
+def _json_dict(value: Any) -> Any:
+    return {} if value is None else json_safe(value)
+
+
+#: A dict validated into plain JSON values (see :func:`json_safe`); None becomes {}.
+JsonDict = Annotated[dict[str, Any], BeforeValidator(_json_dict)]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite keeps no zone; naive input is UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StoreModel(SQLModel):
+    """Base of every store model; its tables are kept apart from other SQLModel tables in the process."""
+
+    metadata: ClassVar[MetaData] = MetaData()
+
+
+# --- Conversation ---------------------------------------------------------------------------------------------
+
+
+class ConversationBase(StoreModel):
+    channel: str = Field(sa_type=String(16), index=True)
+    operator: str | None = Field(default=None, max_length=255, index=True)
+    title: str | None = Field(default=None, sa_type=Text)
+    status: str = Field(default="open", sa_type=String(16), index=True)
+    tags: list[str] = Field(default_factory=list, sa_type=JSON)
+
+
+class Conversation(ConversationBase, table=True):
+    __tablename__ = "conversation"
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class ConversationCreate(ConversationBase):
+    channel: Channel
+    status: ConversationStatus = "open"
+
+
+class ConversationPublic(ConversationBase):
+    """A conversation with a summary of its turns (what ``moments logs`` lists)."""
+
+    id: uuid.UUID
+    created_at: datetime
+    updated_at: datetime
+    turn_count: int = 0
+    last_question: str | None = None
+    last_answer: str | None = None
+    last_answer_status: str | None = None
+    #: explanation summary of the last answer (None until its attribution is stored)
+    last_confidence: float | None = None
+    last_grounded_share: float | None = None
+    last_top_doc_id: str | None = None
+
+
+# --- Turn -----------------------------------------------------------------------------------------------------
+
+
+class TurnBase(StoreModel):
+    role: str = Field(sa_type=String(16))
+    text: str = Field(sa_type=Text)
+    status: str = Field(default="ok", sa_type=String(16), index=True)
+    error: str | None = Field(default=None, sa_type=Text)
+    #: retrieval_ms, generation_ms, attribution_ms (and whatever else the pipeline measured)
+    latency: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    #: base_model, adapter, adapter_hash, embedder, index_version, prompt_version, generation parameters
+    versions: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class Turn(TurnBase, table=True):
+    __tablename__ = "turn"
+    __table_args__ = (UniqueConstraint("conversation_id", "index", name="uq_turn_conversation_index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: uuid.UUID = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    #: position in the conversation, from 0, allocated by the store (unique per conversation)
+    index: int
+    #: for an assistant turn: the user turn it answers
+    reply_to_id: int | None = Field(default=None, foreign_key="turn.id", ondelete="SET NULL", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    #: best retrieval score among the turn's passages (revision 0002), for "weak retrieval" queries
+    best_score: float | None = Field(default=None, index=True)
+
+
+class AssistantTurnCreate(StoreModel):
+    text: str
+    status: TurnStatus = "ok"
+    error: str | None = None
+    latency: JsonDict = Field(default_factory=dict)
+    versions: JsonDict = Field(default_factory=dict)
+    reply_to_id: int | None = None
+
+
+# --- RetrievedPassage -----------------------------------------------------------------------------------------
+
+
+class PassageBase(StoreModel):
+    rank: int
+    doc_id: str = Field(max_length=255, index=True)
+    #: the chunk id in the index (``doc_id#n``), the ``id`` key of a retrieval hit
+    passage_id: str | None = Field(default=None, max_length=255)
+    title: str = Field(default="", sa_type=Text)
+    #: snapshot of the passage as the model saw it (the knowledge base may change later)
+    text: str = Field(sa_type=Text)
+    score: float
+    source: str | None = Field(default=None, sa_type=Text)
+    line: int | None = None
+
+
+class RetrievedPassage(PassageBase, table=True):
+    __tablename__ = "retrieved_passage"
+    __table_args__ = (UniqueConstraint("turn_id", "rank", name="uq_retrieved_passage_turn_rank"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    turn_id: int = Field(foreign_key="turn.id", ondelete="CASCADE")
+
+
+class PassageCreate(PassageBase):
+    """A retrieval hit as the pipeline has it (``Hit.to_dict()``): its ``id`` key becomes ``passage_id``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rename_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "id" in data and "passage_id" not in data:
+            data = {**data, "passage_id": data["id"]}
+            data.pop("id")
+        return data
+
+    @field_validator("passage_id", "source", mode="before")
+    @classmethod
+    def _text_or_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else str(value)
+
+
+class PassagePublic(PassageBase):
+    id: int
+    turn_id: int
+
+
+# --- Explanation ----------------------------------------------------------------------------------------------
+
+
+class ExplanationBase(StoreModel):
+    method: str = Field(sa_type=String(64))
+    #: the full per-token explanation, as the attribution produced it
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    confidence: float | None = Field(default=None, index=True)
+    grounded_share: float | None = None
+    top_doc_id: str | None = Field(default=None, max_length=255, index=True)
+
+
+class Explanation(ExplanationBase, table=True):
+    __tablename__ = "explanation"
+
+    id: int | None = Field(default=None, primary_key=True)
+    turn_id: int = Field(foreign_key="turn.id", ondelete="CASCADE", unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ExplanationCreate(ExplanationBase):
+    data: JsonDict = Field(default_factory=dict)
+
+
+class ExplanationPublic(ExplanationBase):
+    id: int
+    turn_id: int
+    created_at: datetime
+
+
+# --- Feedback -------------------------------------------------------------------------------------------------
+
+
+class FeedbackBase(StoreModel):
+    source: str = Field(sa_type=String(16))
+    rating: str | None = Field(default=None, sa_type=String(8), index=True)
+    reasons: list[str] = Field(default_factory=list, sa_type=JSON)
+    comment: str | None = Field(default=None, sa_type=Text)
+    corrected_answer: str | None = Field(default=None, sa_type=Text)
+    reviewed: bool = Field(default=False, index=True)
+    reviewer: str | None = Field(default=None, max_length=255)
+
+
+class Feedback(FeedbackBase, table=True):
+    __tablename__ = "feedback"
+
+    id: int | None = Field(default=None, primary_key=True)
+    turn_id: int = Field(foreign_key="turn.id", ondelete="CASCADE", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class FeedbackCreate(FeedbackBase):
+    source: FeedbackSource
+    rating: Rating | None = None
+    reasons: list[Reason] = Field(default_factory=list)
+
+    @field_validator("reasons", mode="before")
+    @classmethod
+    def _normalise_reasons(cls, value: Any) -> Any:
+        """Accept ``wrong_source``, ``Wrong-Source`` ... for ``wrong source``."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        return [" ".join(str(r).replace("_", " ").replace("-", " ").lower().split()) for r in value]
+
+
+class FeedbackPublic(FeedbackBase):
+    id: int
+    turn_id: int
+    created_at: datetime
+    reviewed_at: datetime | None = None
+
+
+# --- Read models with children --------------------------------------------------------------------------------
+
+
+class TurnPublic(TurnBase):
+    id: int
+    conversation_id: uuid.UUID
+    index: int
+    reply_to_id: int | None = None
+    created_at: datetime
+    best_score: float | None = None
+    passages: list[PassagePublic] = Field(default_factory=list)
+    explanation: ExplanationPublic | None = None
+    feedback: list[FeedbackPublic] = Field(default_factory=list)
+
+
+class ConversationDetail(ConversationPublic):
+    """One conversation with all its turns, each with its passages, explanation and feedback (a replay)."""
+
+    turns: list[TurnPublic] = Field(default_factory=list)
