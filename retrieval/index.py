@@ -1,0 +1,359 @@
+"""The knowledge index: passages, their embeddings in a FAISS ``IndexFlatIP``, persisted with a version hash.
+
+Contract
+--------
+* ``KnowledgeIndex.load_or_build(kb_path, index_dir, embedder_name, chunk_tokens)`` computes the KB version
+  (:func:`kb_version`: sha256 over the embedder name, ``chunk_tokens``, :data:`CHUNKING_VERSION` and every
+  KB file's relative path and bytes; first 12 hex digits). When ``index_dir`` holds an index of that
+  version it is loaded without embedding anything; otherwise the KB is loaded, chunked, embedded (tqdm bar)
+  and saved. Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
+  replaces it, so a failed build (a malformed KB file raises :class:`agent.errors.KnowledgeBaseError`
+  before anything is written) leaves the previous index as it was. Concurrent builders of the same
+  ``index_dir`` are serialised by a lock file beside it.
+* ``index_dir`` holds ``index.faiss``, ``passages.jsonl`` (one :class:`~retrieval.types.Passage` per line,
+  in vector order) and ``meta.json`` (version, embedder, chunk_tokens, kb_path, created, counts).
+  :func:`index_dir_for` gives each KB path its own folder under a base directory.
+* ``search(query, k)`` / ``search_vector(vec, k)`` return up to ``k`` :class:`~retrieval.types.Hit` values,
+  best first (rank 1-based, score = cosine similarity). ``search_conversation(question, history, k)``
+  folds earlier user turns into the query (see :mod:`retrieval.query`).
+* ``KnowledgeIndex.from_passages(passages, model)`` builds an in-memory index (benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from agent.errors import KnowledgeBaseError
+from retrieval.chunking import CHUNKING_VERSION, chunk_documents, embedding_text
+from retrieval.embedder import DEFAULT_EMBEDDER, embed, embedding_dim, load_embedder, normalise, token_counter
+from retrieval.loaders import iter_kb_files, load_documents
+from retrieval.types import Hit, Passage
+
+if TYPE_CHECKING:  # pragma: no cover
+    import faiss
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.query import HistoryMethod
+
+log = logging.getLogger(__name__)
+
+#: Format of the files in an index folder; part of the version so that old layouts are rebuilt.
+INDEX_FORMAT = "1"
+INDEX_FILE, PASSAGES_FILE, META_FILE = "index.faiss", "passages.jsonl", "meta.json"
+#: Passages embedded per progress-bar step.
+EMBED_BATCH = 32
+#: Query embeddings kept per index (earlier turns are re-used on every turn of a conversation).
+QUERY_CACHE_SIZE = 2048
+
+
+def kb_version(kb_path: Path, embedder_name: str, chunk_tokens: int) -> str:
+    """12 hex digits of sha256 over the embedder, chunking settings and every KB file's path and bytes."""
+    kb_path = Path(kb_path)
+    root = kb_path if kb_path.is_dir() else kb_path.parent
+    h = hashlib.sha256()
+    for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT):
+        h.update(part.encode() + b"\0")
+    for f in iter_kb_files(kb_path):
+        data = f.read_bytes()
+        h.update(f.relative_to(root).as_posix().encode() + b"\0")
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()[:12]
+
+
+def index_dir_for(base: Path, kb_path: Path) -> Path:
+    """A folder under ``base`` of its own for the KB at ``kb_path``: ``<name>-<8 hex of its absolute path>``."""
+    resolved = Path(kb_path).expanduser().resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    return Path(base) / f"{resolved.name or 'kb'}-{digest}"
+
+
+class KnowledgeIndex:
+    """Passages and their normalised embeddings in a FAISS inner-product index, searchable by text."""
+
+    def __init__(
+        self,
+        passages: Sequence[Passage],
+        faiss_index: faiss.Index,
+        model: SentenceTransformer,
+        meta: dict[str, Any],
+        directory: Path | None = None,
+        rebuilt: bool = False,
+    ) -> None:
+        if faiss_index.ntotal != len(passages):
+            raise ValueError(f"{faiss_index.ntotal} vectors for {len(passages)} passages; rebuild the index.")
+        self.passages: list[Passage] = list(passages)
+        self.faiss_index = faiss_index
+        self.model = model
+        self.meta = meta
+        #: Where the index is saved (None for an in-memory index).
+        self.directory = directory
+        #: True when this object was built (embedded) by ``load_or_build``, False when loaded from disk.
+        self.rebuilt = rebuilt
+        self._vectors: np.ndarray | None = None
+        self._groups: tuple[np.ndarray, np.ndarray] | None = None
+        self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    # ------------------------------------------------------------------------------------ properties
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", ""))
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def __repr__(self) -> str:
+        return f"KnowledgeIndex(version={self.version!r}, passages={len(self)}, directory={self.directory})"
+
+    # ---------------------------------------------------------------------------------- construction
+
+    @classmethod
+    def from_passages(
+        cls,
+        passages: Sequence[Passage],
+        model: SentenceTransformer,
+        meta: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> KnowledgeIndex:
+        """Embed ``passages`` (title + text) and index them in memory."""
+        import faiss
+        from tqdm.auto import tqdm
+
+        dim = embedding_dim(model)
+        index = faiss.IndexFlatIP(dim)
+        texts = [embedding_text(p) for p in passages]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with less padding
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)  # (n_passages, dim)
+        with tqdm(total=len(texts), desc="Embedding passages", unit="passage", disable=not progress) as bar:
+            for start in range(0, len(texts), EMBED_BATCH):
+                batch = order[start : start + EMBED_BATCH]
+                vectors[batch] = embed(model, [texts[i] for i in batch], batch_size=EMBED_BATCH)
+                bar.update(len(batch))
+        index.add(vectors)
+        meta = {"n_passages": len(passages), "dim": dim, **(meta or {})}
+        built = cls(passages, index, model, meta)
+        built._vectors = vectors
+        return built
+
+    @classmethod
+    def build(
+        cls,
+        kb_path: Path,
+        embedder_name: str = DEFAULT_EMBEDDER,
+        chunk_tokens: int = 180,
+        progress: bool = True,
+        model: SentenceTransformer | None = None,
+    ) -> KnowledgeIndex:
+        """Load, chunk and embed the KB at ``kb_path`` into an in-memory index (not saved)."""
+        kb_path = Path(kb_path)
+        version = kb_version(kb_path, embedder_name, chunk_tokens)
+        model = model if model is not None else load_embedder(embedder_name)
+        docs = load_documents(kb_path)
+        passages = chunk_documents(docs, chunk_tokens, token_counter(model))
+        if not passages:
+            raise KnowledgeBaseError(f"{kb_path}: the documents hold no text to index. Add content to them.")
+        t0 = time.perf_counter()
+        meta = {
+            "version": version,
+            "embedder": embedder_name,
+            "chunk_tokens": chunk_tokens,
+            "chunking_version": CHUNKING_VERSION,
+            "format": INDEX_FORMAT,
+            "kb_path": str(kb_path.expanduser().resolve()),
+            "created": time.time(),
+            "n_files": len(iter_kb_files(kb_path)),
+            "n_documents": len(docs),
+        }
+        index = cls.from_passages(passages, model, meta, progress=progress)
+        index.meta["embed_seconds"] = round(time.perf_counter() - t0, 3)
+        log.info("Built index %s: %d passages from %d documents", version, len(passages), len(docs))
+        return index
+
+    @classmethod
+    def load(cls, index_dir: Path, model: SentenceTransformer | None = None) -> KnowledgeIndex:
+        """Load a saved index (raises :class:`KnowledgeBaseError` if it is missing or damaged)."""
+        import faiss
+
+        index_dir = Path(index_dir)
+        try:
+            meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
+            with (index_dir / PASSAGES_FILE).open(encoding="utf-8") as f:
+                passages = [Passage(**json.loads(line)) for line in f if line.strip()]
+            faiss_index = faiss.read_index(str(index_dir / INDEX_FILE))
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            raise KnowledgeBaseError(
+                f"The saved index in {index_dir} is missing or damaged ({e}). Delete the folder to rebuild it."
+            ) from e
+        if faiss_index.ntotal != len(passages) or meta.get("n_passages") != len(passages):
+            raise KnowledgeBaseError(
+                f"The saved index in {index_dir} is inconsistent ({faiss_index.ntotal} vectors, "
+                f"{len(passages)} passages). Delete the folder to rebuild it."
+            )
+        model = model if model is not None else load_embedder(meta.get("embedder", DEFAULT_EMBEDDER))
+        return cls(passages, faiss_index, model, meta, directory=index_dir)
+
+    @classmethod
+    def load_or_build(
+        cls,
+        kb_path: Path,
+        index_dir: Path,
+        embedder_name: str = DEFAULT_EMBEDDER,
+        chunk_tokens: int = 180,
+        progress: bool = True,
+    ) -> KnowledgeIndex:
+        """The saved index in ``index_dir`` if it matches the KB's current version, else a fresh one (saved)."""
+        kb_path, index_dir = Path(kb_path), Path(index_dir)
+        model = load_embedder(embedder_name)
+        with _build_lock(index_dir):
+            version = kb_version(kb_path, embedder_name, chunk_tokens)
+            saved = _saved_version(index_dir)
+            if saved == version:
+                try:
+                    index = cls.load(index_dir, model=model)
+                    log.info("Reusing index %s in %s", version, index_dir)
+                    return index
+                except KnowledgeBaseError as e:
+                    log.warning("%s; rebuilding", e)
+            elif saved is not None:
+                log.info("Index in %s is version %s, KB is now %s; rebuilding", index_dir, saved, version)
+            index = cls.build(kb_path, embedder_name, chunk_tokens, progress=progress, model=model)
+            if index.version != version:  # the KB changed while we embedded it: still consistent, just newer
+                log.warning("The KB at %s changed during the build; saved version %s", kb_path, index.version)
+            index.save(index_dir)
+            index.rebuilt = True
+            return index
+
+    # ---------------------------------------------------------------------------------------- saving
+
+    def save(self, index_dir: Path) -> None:
+        """Write the index to ``index_dir`` atomically (temporary folder beside it, then a rename)."""
+        import faiss
+
+        index_dir = Path(index_dir)
+        index_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-", dir=index_dir.parent))
+        old: Path | None = None
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it private; the index is not secret
+            faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
+            with (tmp / PASSAGES_FILE).open("w", encoding="utf-8") as f:
+                for p in self.passages:
+                    f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+            (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True), encoding="utf-8")
+            if index_dir.exists():
+                old = index_dir.parent / f".{index_dir.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(index_dir, old)
+            os.rename(tmp, index_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old is not None and not index_dir.exists():
+                os.rename(old, index_dir)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self.directory = index_dir
+        log.info("Saved index %s (%d passages) to %s", self.version, len(self), index_dir)
+
+    # ---------------------------------------------------------------------------------------- search
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed query texts with the index's model → ``(len(texts), dim)`` normalised float32 (cached)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._query_cache))
+        if missing:
+            for text, vec in zip(missing, embed(self.model, missing)):
+                self._query_cache[text] = vec
+            while len(self._query_cache) > QUERY_CACHE_SIZE:
+                self._query_cache.popitem(last=False)
+        for t in texts:
+            self._query_cache.move_to_end(t)
+        dim = self.faiss_index.d
+        return np.stack([self._query_cache[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+    def vectors(self) -> np.ndarray:
+        """All passage embeddings, in passage order → ``(n_passages, dim)`` float32 (computed once)."""
+        if self._vectors is None:
+            self._vectors = self.faiss_index.reconstruct_n(0, self.faiss_index.ntotal)  # (n_passages, dim)
+        return self._vectors
+
+    def group_centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised mean embedding per source document, and each passage's document index.
+
+        Passages are grouped by ``source`` (the file; for DSTC9 the entity), else by ``doc_id``.
+        Returns ``(centroids (n_groups, dim), group_of (n_passages,))``, computed once.
+        """
+        if self._groups is None:
+            keys = [p.source or p.doc_id for p in self.passages]
+            ids: dict[str, int] = {}
+            group_of = np.array([ids.setdefault(key, len(ids)) for key in keys], dtype=np.int64)  # (n_passages,)
+            vectors = self.vectors()
+            sums = np.zeros((len(ids), vectors.shape[1]), dtype=np.float32)  # (n_groups, dim)
+            np.add.at(sums, group_of, vectors)
+            self._groups = (normalise(sums), group_of)
+        return self._groups
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        """The ``k`` passages closest to ``query`` (cosine), best first."""
+        return self.search_vector(self.embed_queries([query])[0], k)
+
+    def search_vector(self, vec: np.ndarray, k: int) -> list[Hit]:
+        """The ``k`` passages closest to the query vector ``vec`` (``(dim,)`` or ``(1, dim)``; normalised here)."""
+        k = min(int(k), len(self))
+        if k <= 0:
+            return []
+        query = normalise(np.asarray(vec, dtype=np.float32).reshape(1, -1))  # (1, dim)
+        scores, ids = self.faiss_index.search(query, k)  # (1, k) each
+        return [
+            Hit(passage=self.passages[i], score=float(s), rank=r)
+            for r, (s, i) in enumerate(zip(scores[0], ids[0]), 1)
+            if i >= 0
+        ]
+
+    def search_conversation(
+        self, question: str, history: Sequence[str], k: int, method: HistoryMethod | None = None
+    ) -> list[Hit]:
+        """Search for ``question`` in the context of earlier user turns ``history`` (oldest first).
+
+        Scores are those of :func:`retrieval.query.search_with_history` (cosine plus a context bonus).
+        """
+        from retrieval.query import DEFAULT_METHOD, search_with_history
+
+        return search_with_history(self, question, history, k, method or DEFAULT_METHOD)
+
+
+def _saved_version(index_dir: Path) -> str | None:
+    try:
+        return str(json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def _build_lock(index_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``<index_dir>.lock`` beside the index (processes building the same index wait)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = index_dir.parent / f".{index_dir.name}.lock"
+    with lock_path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,73 @@
+"""The `moments` console script, run as a real subprocess (real model, real index, real SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MODELS
+
+
+def run_cli(args: list[str], home: Path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "MOMENTS_HOME": str(home), "MOMENTS_MODELS_PATH": str(MODELS),
+               "MOMENTS_MAX_NEW_TOKENS": "32", **env}
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=environ)
+
+
+@pytest.fixture(scope="module")
+def cli_home(tmp_path_factory, session_home):
+    home = tmp_path_factory.mktemp("cli-home")
+    if (session_home / "index").exists():  # reuse the session's index of data/kb (same version hash)
+        shutil.copytree(session_home / "index", home / "index")
+    return home
+
+
+def test_ask_json_shape_and_store(cli_home, kb_index):
+    proc = run_cli(["ask", "How much does express shipping cost?", "--json"], cli_home)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["question"] == "How much does express shipping cost?" and out["answer"]
+    assert out["abstained"] is False
+    p = out["passages"][0]
+    assert {"rank", "score", "id", "doc_id", "title", "text"} <= set(p) and p["rank"] == 1
+    assert "shipping-options-and-costs" in [p["doc_id"] for p in out["passages"]]
+    assert {"retrieval_ms", "generation_ms"} <= set(out["timings"])
+    assert out["versions"]["base_model"] == "smollm2-135m" and "adapter_hash" in out["versions"]
+    assert out["versions"]["index_version"] == kb_index.version
+    assert out["conversation_id"] and out["turn_id"]
+    logs = run_cli(["logs", "--json"], cli_home)
+    assert logs.returncode == 0, logs.stderr
+    assert out["conversation_id"] in logs.stdout
+
+
+def test_ask_text_prints_answer_and_numbered_passages(cli_home):
+    proc = run_cli(["ask", "Do gift cards expire?", "--no-store"], cli_home)
+    assert proc.returncode == 0, proc.stderr
+    assert "Passages:" in proc.stdout and "[1] " in proc.stdout and "Gift Cards" in proc.stdout
+
+
+def test_ask_empty_message_fails_clearly(cli_home):
+    proc = run_cli(["ask", "  "], cli_home, timeout=120)
+    assert proc.returncode == 2 and "empty" in proc.stderr
+
+
+def test_index_command_builds_then_reuses(tmp_path):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "faq.csv").write_text("question,answer\nDo you ship to Mars?,No, only to Earth.\n")
+    (kb / "hours.md").write_text("# Opening hours\n\n## Weekdays\nWe are open 9 to 5.\n")
+    first = run_cli(["index", str(kb)], tmp_path / "home", timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "built" in first.stdout and "2 passages" in first.stdout
+    second = run_cli(["index", str(kb)], tmp_path / "home", timeout=300)
+    assert "up to date" in second.stdout
+    (kb / "bad.jsonl").write_text('{"question": "a", "answer": "b"}\n{not json\n')
+    bad = run_cli(["index", str(kb)], tmp_path / "home", timeout=300)
+    assert bad.returncode == 2 and "bad.jsonl" in bad.stderr and "line 2" in bad.stderr
