@@ -55,3 +55,20 @@ def agent(settings, generator, kb_index):
     from agent.pipeline import Agent
 
     return Agent(settings, generator=generator, index=kb_index)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """An empty database on each back end: a SQLite file, and a fresh schema on the real PostgreSQL server."""
+    from agent.store.testing import empty_database
+
+    with empty_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def store(db_url):
+    from agent.store import Store
+
+    with Store(db_url) as s:
+        yield s

@@ -15,19 +15,6 @@ from sqlalchemy import text
 from agent.errors import StoreError
 from agent.store import ConversationFilter, InvalidInputError, NotFoundError, Store
 from agent.store.migrate import head_revision
-from agent.store.testing import empty_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    with empty_database(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def store(db_url):
-    with Store(db_url) as s:
-        yield s
 
 
 def passages(*docs: tuple[str, float]) -> list[dict]:

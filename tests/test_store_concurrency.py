@@ -10,17 +10,10 @@ from collections import defaultdict
 import pytest
 
 from agent.store import Store
-from agent.store.testing import empty_database
 
 THREADS = 8
 ROUNDS = 5
 CONVERSATIONS = 3
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    with empty_database(request.param, tmp_path) as url:
-        yield url
 
 
 def test_concurrent_writers_lose_nothing(db_url):

@@ -14,18 +14,6 @@ from agent.store import Store
 from agent.store.testing import empty_database
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    with empty_database(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def store(db_url):
-    with Store(db_url) as s:
-        yield s
-
-
 def test_an_unreachable_server_names_the_url_with_the_password_masked():
     url = "postgresql+psycopg://moments:s3cr3t-pw@127.0.0.1:1/moments"
     started = time.monotonic()

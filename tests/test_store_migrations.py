@@ -16,13 +16,6 @@ from agent.store import Store
 from agent.store.db import make_engine, writer
 from agent.store.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
 from agent.store.models import StoreModel
-from agent.store.testing import empty_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    with empty_database(request.param, tmp_path) as url:
-        yield url
 
 
 # The 0001 schema as plain table descriptions (what an old version of the app wrote).

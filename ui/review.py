@@ -7,7 +7,6 @@ tab and tests share them. Stored explanations render through :mod:`ui.render`, e
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import gradio as gr
