@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
-import pytest
 
 from agent.store import Store
 
