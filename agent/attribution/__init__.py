@@ -1,0 +1,24 @@
+"""Per-token attribution of a reply over the retrieved passages (the "moments" of a turn).
+
+Public API::
+
+    from agent.attribution import explain, METHODS
+    explanation = explain(generator, layout, reply_ids, token_texts, passages, scores, method="shapley", **options)
+
+``METHODS`` maps method names to implementations (``shapley`` — exact, the default —, ``loo``, ``surrogate``,
+``attention``); ``options`` are the fields of :class:`~agent.attribution.methods.Options`. Modules:
+
+* :mod:`~agent.attribution.rescoring` — teacher-forced re-scoring of the reply under passage subsets (prefix trie);
+* :mod:`~agent.attribution.games` — Shapley values, leave-one-out, grounding from the subset table;
+* :mod:`~agent.attribution.surrogate` — ContextCite-style random ablations + Lasso, for large ``k``;
+* :mod:`~agent.attribution.attention` — the attention baseline;
+* :mod:`~agent.attribution.sentences`, :mod:`~agent.attribution.summary` — citations, flags, confidence;
+* :mod:`~agent.attribution.api` — ``explain()``.
+
+Importing this package loads numpy only; torch is imported when a method runs.
+"""
+
+from agent.attribution.api import explain
+from agent.attribution.methods import METHODS, MethodResult, Options, register
+
+__all__ = ["explain", "METHODS", "MethodResult", "Options", "register"]
