@@ -188,10 +188,9 @@ class Agent:
         """Attribute ``result``'s reply tokens to its passages (see :mod:`agent.attribution`)."""
         from agent.attribution import explain
 
-        g = self.generator
-        with g.lock:
-            return explain(g, result.layout, result.token_ids, result.token_texts,
-                           [h.passage for h in result.hits], [h.score for h in result.hits], method=method)
+        # explain() holds the generator's lock while the model runs (do not take it here: it is not re-entrant).
+        return explain(self.generator, result.layout, result.token_ids, result.token_texts,
+                       [h.passage for h in result.hits], [h.score for h in result.hits], method=method)
 
     def ask(self, question: str, history: Sequence[Exchange] = (), *, explain: bool = False,
             method: str = "shapley") -> TurnResult:

@@ -62,3 +62,17 @@ def test_follow_up_uses_history(short_agent):
     assert with_history.hits[0].passage.doc_id == "gift-cards"
     prompt = short_agent.generator.tokenizer.decode(with_history.layout.input_ids)
     assert "How do gift cards work?" in prompt  # the earlier exchange is in the prompt too
+
+
+def test_explained_turn(session_home, generator, kb_index):
+    agent = Agent(make_settings(session_home, max_new_tokens=20, top_k=3), generator=generator, index=kb_index)
+    events = list(agent.stream("How much does express shipping cost?", explain=True))
+    kinds = [e.kind for e in events]
+    assert kinds.index("explaining") < kinds.index("explained") < kinds.index("done")
+    result = events[-1].result
+    exp = result.explanation
+    assert exp.method == "shapley" and exp.k == 3 and len(exp.tokens) == len(result.token_ids)
+    for tok in exp.tokens:  # efficiency: Shapley values add up to the grounding of each token
+        assert abs(sum(tok.shapley) - tok.grounding) < 1e-3
+    assert result.timings["attribution_ms"] > 0
+    assert result.to_dict()["explanation"]["tokens"][0]["text"] == exp.tokens[0].text
