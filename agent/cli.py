@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(serve)
     serve.set_defaults(func=cmd_serve)
 
+    # `moments train ...` is dispatched to agent.train.main before parsing (see main); listed here for --help.
+    sub.add_parser("train", help="train the LoRA adapter (moments train --help)", add_help=False)
+
     try:
         from agent.logs_cli import register
     except ImportError:  # pragma: no cover - the store CLI is part of the package
@@ -148,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from agent.train import main as train_main
+
+        return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -72,9 +72,13 @@ _HEADER = re.compile(r"\n\s*\[\d+\]\s*\S")
 
 def runaway(text: str) -> bool:
     """True when the reply has left the answer: it starts copying a passage block (a new line opening with a
-    ``[n]`` header, as in the prompt) or repeats the same non-empty line three times. The token that triggers it is
-    dropped, so a reply never ends inside such a block's header."""
+    ``[n]`` header, as in the prompt), repeats the same short line three times in a row, or completes a line of
+    20 characters or more that it already wrote (a loop). The token that triggers it is dropped, so a reply never
+    ends inside such a block's header."""
     if _HEADER.search(text):
         return True
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return len(lines) >= 3 and lines[-1] == lines[-2] == lines[-3]
+    if len(lines) >= 3 and lines[-1] == lines[-2] == lines[-3]:
+        return True
+    completed = [line.strip() for line in text.split("\n")[:-1] if len(line.strip()) >= 20]
+    return len(completed) != len(set(completed))

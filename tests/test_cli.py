@@ -71,3 +71,16 @@ def test_index_command_builds_then_reuses(tmp_path):
     (kb / "bad.jsonl").write_text('{"question": "a", "answer": "b"}\n{not json\n')
     bad = run_cli(["index", str(kb)], tmp_path / "home", timeout=300)
     assert bad.returncode == 2 and "bad.jsonl" in bad.stderr and "line 2" in bad.stderr
+
+
+def test_ask_explain_text_and_json(cli_home):
+    text = run_cli(["ask", "How much does express shipping cost?", "--explain", "--no-store", "--top-k", "3"],
+                   cli_home, MOMENTS_MAX_NEW_TOKENS="16")
+    assert text.returncode == 0, text.stderr
+    assert "Explanation:" in text.stdout and "shapley" in text.stdout.lower()
+    js = run_cli(["ask", "How much does express shipping cost?", "--explain", "--json", "--no-store", "--top-k", "3"],
+                 cli_home, MOMENTS_MAX_NEW_TOKENS="16")
+    assert js.returncode == 0, js.stderr
+    exp = json.loads(js.stdout)["explanation"]
+    assert exp["method"] == "shapley" and exp["k"] == 3 and exp["tokens"]
+    assert {"shapley", "loo", "grounding", "flag", "alternatives", "prob"} <= set(exp["tokens"][0])

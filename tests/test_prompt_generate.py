@@ -54,6 +54,9 @@ def test_stream_concatenates_to_the_decoded_reply(generator):
     ("You can return it within 30 days.\n\n[2] Shipping options", True),
     ("Yes.\nYes.\nYes.", True),
     ("See [1] for details.", False),
+    ("Free shipping over $50 applies.\n\nFree shipping over $50 applies.\n", True),
+    ("Free shipping over $50 applies.\n\nFree shipping over $50 applies", False),  # not completed yet
+    ("Yes.\nNo.\nYes.\n", False),
 ])
 def test_runaway_guard(text, expected):
     assert runaway(text) is expected
