@@ -49,7 +49,7 @@ class TokenAttribution:
     content: bool  # a content token (counts toward grounded_share): not punctuation, a stop word or a [n] marker
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TokenAttribution":
+    def from_dict(cls, d: dict) -> TokenAttribution:
         d = dict(d)
         d["alternatives"] = [(str(t), float(p)) for t, p in d.get("alternatives", [])]
         return cls(**{f.name: d[f.name] for f in fields(cls)})
@@ -68,7 +68,7 @@ class PassageCredit:
     grounded_tokens: int  # grounded tokens whose top passage is this one
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PassageCredit":
+    def from_dict(cls, d: dict) -> PassageCredit:
         return cls(**{f.name: d[f.name] for f in fields(cls)})
 
 
@@ -87,7 +87,7 @@ class SentenceCitation:
     grounded_share: float | None  # share of the sentence's content tokens flagged grounded
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SentenceCitation":
+    def from_dict(cls, d: dict) -> SentenceCitation:
         return cls(**{f.name: d[f.name] for f in fields(cls)})
 
     def render(self) -> str:
@@ -143,7 +143,7 @@ class Explanation:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Explanation":
+    def from_dict(cls, d: dict) -> Explanation:
         d = dict(d)
         d["tokens"] = [TokenAttribution.from_dict(t) for t in d["tokens"]]
         d["passages"] = [PassageCredit.from_dict(p) for p in d["passages"]]
@@ -154,7 +154,7 @@ class Explanation:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "Explanation":
+    def from_json(cls, text: str) -> Explanation:
         return cls.from_dict(json.loads(text))
 
     # -- read-outs --------------------------------------------------------------------------------------------

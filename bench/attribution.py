@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from attribution_data import BenchTurn, dstc9_turns, kb_turns  # noqa: E402
-from attribution_metrics import lds, rank_spearman, removal_drops  # noqa: E402
-from attribution_report import aggregate, write_markdown, write_plots  # noqa: E402
+from attribution_data import BenchTurn, dstc9_turns, kb_turns
+from attribution_metrics import lds, rank_spearman, removal_drops
+from attribution_report import aggregate, write_markdown, write_plots
 
 log = logging.getLogger("bench.attribution")
 METHOD_NAMES = ("shapley", "loo", "attention", "surrogate32")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, turn in enumerate(tqdm(turns, desc="attribution bench", unit="turn")):
         try:
             rec = run_turn(gen, turn, i, args)
-        except Exception:  # noqa: BLE001 - one bad turn must not lose the run; it is logged and counted
+        except Exception:
             log.exception("turn %s failed", turn.id)
             rec = {"source": turn.source, "id": turn.id, "error": True}
         if rec is not None:

@@ -13,6 +13,7 @@ Contract
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -32,7 +33,7 @@ def rank_spearman(a, b) -> float:
 
 
 def _mean(values: list[float]) -> float | None:
-    vals = [v for v in values if v == v]
+    vals = [v for v in values if not math.isnan(v)]
     return float(np.mean(vals)) if vals else None
 
 

@@ -6,6 +6,7 @@ Contract: :func:`aggregate` turns per-turn records into ``{"all"|"dstc9"|"kb": {
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,12 @@ METHODS = ("shapley", "loo", "attention", "surrogate32")
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if v is not None and v == v]
+    vals = [v for v in values if v is not None and not math.isnan(v)]
     return (float(np.mean(vals)), float(np.median(vals))) if vals else (float("nan"), float("nan"))
 
 
 def _ratio(a: float, b: float) -> float:
-    return a / b if b and b == b and b > 0 else float("nan")
+    return a / b if b > 0 and not math.isnan(b) else float("nan")
 
 
 def _group(records: list[dict]) -> dict:
@@ -84,24 +85,24 @@ def aggregate(records: list[dict]) -> dict:
 
 
 def _f(x, fmt: str = ".2f") -> str:
-    return "—" if x is None or x != x else format(x, fmt)
+    return "—" if x is None or math.isnan(x) else format(x, fmt)
 
 
 def write_markdown(path: Path, summary: dict, meta: dict) -> None:
     lines = ["# Attribution benchmark", "",
-             f"Run {meta.get('started')}, {meta.get('elapsed_s', 0) / 60:.1f} min; model {meta.get('model')} "
-             f"(adapter: {meta.get('adapter')}); args: `{meta.get('args')}`.", ""]
+             (f"Run {meta.get('started')}, {meta.get('elapsed_s', 0) / 60:.1f} min; model {meta.get('model')} "
+             f"(adapter: {meta.get('adapter')}); args: `{meta.get('args')}`."), ""]
     for name in ("all", "dstc9", "kb"):
         g = summary.get(name, {})
         if not g.get("n_turns"):
             continue
         lines += [f"## {name} ({g['n_turns']} turns; passages: {', '.join(g['passage_source'])})", "",
-                  f"Mean reply {g['mean_reply_tokens']:.1f} tokens; grounded share {g['grounded_share']:.2f}; "
-                  f"confidence {g['confidence']:.2f}.", "",
-                  "**Top-1 removal** — reply log-prob drop (nats) when removing the passage ranked first vs a random "
-                  "other passage:", "",
-                  "| method | mean top | mean random | ratio (means) | median top | median random | ratio (medians) "
-                  "| top > random |", "|---|---|---|---|---|---|---|---|"]
+                  (f"Mean reply {g['mean_reply_tokens']:.1f} tokens; grounded share {g['grounded_share']:.2f}; "
+                  f"confidence {g['confidence']:.2f}."), "",
+                  ("**Top-1 removal** — reply log-prob drop (nats) when removing the passage ranked first vs a random "
+                  "other passage:"), "",
+                  ("| method | mean top | mean random | ratio (means) | median top | median random | ratio (medians) "
+                  "| top > random |"), "|---|---|---|---|---|---|---|---|"]
         for m, r in g["removal"].items():
             lines.append(f"| {m} | {_f(r['mean_top'])} | {_f(r['mean_random'])} | {_f(r['ratio_mean'], '.1f')} | "
                          f"{_f(r['median_top'])} | {_f(r['median_random'])} | {_f(r['ratio_median'], '.1f')} | "
@@ -111,8 +112,8 @@ def write_markdown(path: Path, summary: dict, meta: dict) -> None:
         for m, r in g["lds"].items():
             lines.append(f"| {m} | {_f(r['token'], '.3f')} | {_f(r['sentence'], '.3f')} | {_f(r['reply'], '.3f')} |")
         gold = g["gold"]
-        lines += ["", f"**Gold agreement** ({gold['turns_with_gold']}/{gold['turns']} turns have a passage of the gold "
-                      "document among the retrieved; a match is by document):", ""]
+        lines += ["", (f"**Gold agreement** ({gold['turns_with_gold']}/{gold['turns']} turns have a passage of the "
+                       "gold document among the retrieved; a match is by document):"), ""]
         if gold["turns_with_gold"]:
             lines.append("| top passage is gold | " + " | ".join(METHODS) + " | retrieval rank 1 | grounded tokens |")
             lines.append("|---" * (len(METHODS) + 3) + "|")
@@ -120,14 +121,14 @@ def write_markdown(path: Path, summary: dict, meta: dict) -> None:
                          f" | {_f(gold['retrieval_rank1_is_gold'])} | {_f(gold['grounded_tokens_top_is_gold'])} |")
         st = g.get("stability")
         if st:
-            lines += ["", f"**Stability** under a random passage permutation ({st['n']} turns, same reply re-scored): "
+            lines += ["", (f"**Stability** under a random passage permutation ({st['n']} turns, same reply re-scored): "
                           f"Spearman of per-passage totals mean {st['passage_mean']:.3f} / median "
                           f"{st['passage_median']:.3f}; of the token×passage matrix mean {st['matrix_mean']:.3f} / "
-                          f"median {st['matrix_median']:.3f}; same top passage {st['top_same']:.0%}."]
+                          f"median {st['matrix_median']:.3f}; same top passage {st['top_same']:.0%}.")]
         lines.append("")
     lines += ["## Cost (exact Shapley, all turns)", "",
-              "| k | turns | attr ÷ gen (median) | (mean) | attention ÷ gen | attr s | gen s | passes | tokens "
-              "rescored | plain 2^k passes | reply tok | prompt tok | rescore tok/s | gen tok/s |",
+              ("| k | turns | attr ÷ gen (median) | (mean) | attention ÷ gen | attr s | gen s | passes | tokens "
+              "rescored | plain 2^k passes | reply tok | prompt tok | rescore tok/s | gen tok/s |"),
               "|---" * 14 + "|"]
     for k, c in summary.get("cost", {}).items():
         lines.append(f"| {k} | {c['turns']} | {c['ratio_median']:.2f} | {c['ratio_mean']:.2f} | "

@@ -99,7 +99,7 @@ def test_prefix_trie_equals_plain_forward_passes(gen, returns_turn, plain_table)
 
 def test_loo_against_direct_recomputation(returns_turn, plain_table):
     """loo[t, j] == logp[all] - logp[all without j], both from one plain forward pass each (header [j+1] kept)."""
-    layout, _, _, passages, exp = returns_turn
+    _, _, _, passages, exp = returns_turn
     k = len(passages)
     full = plain_table[(1 << k) - 1]
     for j in range(k):

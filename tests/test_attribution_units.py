@@ -7,11 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from agent.attribution import Options
-from agent.attribution import games, sentences
+from agent.attribution import Options, games, sentences
 from agent.attribution.rescoring import SubsetScores, chain
+from agent.attribution.summary import (
+    confidence,
+    grounded_share,
+    is_content,
+    retrieval_support,
+)
 from agent.attribution.surrogate import fit_surrogate, random_masks
-from agent.attribution.summary import confidence, grounded_share, is_content, retrieval_support
 
 
 def _table(k: int, value) -> SubsetScores:

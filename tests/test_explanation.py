@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from agent.explanation import Explanation, PassageCredit, SentenceCitation, TokenAttribution
+from agent.explanation import (
+    Explanation,
+    PassageCredit,
+    SentenceCitation,
+    TokenAttribution,
+)
 
 
 def _token(i: int, text: str, credit: list[float], flag: str, top: int | None) -> TokenAttribution:

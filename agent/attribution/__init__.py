@@ -21,4 +21,4 @@ Importing this package loads numpy only; torch is imported when a method runs.
 from agent.attribution.api import explain
 from agent.attribution.methods import METHODS, MethodResult, Options, register
 
-__all__ = ["explain", "METHODS", "MethodResult", "Options", "register"]
+__all__ = ["METHODS", "MethodResult", "Options", "explain", "register"]

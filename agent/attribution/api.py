@@ -26,7 +26,12 @@ import numpy as np
 from agent.attribution import sentences as sent
 from agent.attribution import summary
 from agent.attribution.methods import METHODS, MethodResult, Options
-from agent.explanation import Explanation, PassageCredit, SentenceCitation, TokenAttribution
+from agent.explanation import (
+    Explanation,
+    PassageCredit,
+    SentenceCitation,
+    TokenAttribution,
+)
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ def loo_masks(k: int) -> list[int]:
 
 
 def popcount(mask: int) -> int:
-    return bin(mask).count("1")
+    return mask.bit_count()
 
 
 def shapley_weights(k: int) -> np.ndarray:

@@ -55,7 +55,7 @@ class Options:
     use_lock: bool = True  # hold generator.lock while the model runs
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "Options":
+    def from_kwargs(cls, **kwargs) -> Options:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(kwargs) - known)
         if unknown:

@@ -265,8 +265,6 @@ class _Runner:
 
 def _stack_past(kvs: list[KV | None], lengths: list[int], l_max: int) -> KV:
     """Left-pad each row's per-layer cache to ``l_max`` and stack the rows: per layer ``(B, kv_heads, l_max, d)``."""
-    import torch
-
     reference = next(kv for kv in kvs if kv is not None)
     stacked: KV = []
     for layer in range(len(reference)):

@@ -18,12 +18,16 @@ import math
 import re
 from collections.abc import Sequence
 
-STOP_WORDS = frozenset("""
-a an the and or but if then so of to in on at by for with from as is are was were be been being am do does did
-have has had i you he she it we they me him her us them my your his its our their this that these those there here
-can could will would shall should may might must not no yes please thanks thank just also too very than into out up
-about over after before any all some each more most such only own same other what which who whom when where why how
-""".split())
+STOP_WORDS = frozenset((
+    "a", "an", "the", "and", "or", "but", "if", "then", "so", "of", "to", "in", "on", "at", "by", "for", "with",
+    "from", "as", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "have", "has",
+    "had", "i", "you", "he", "she", "it", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his",
+    "its", "our", "their", "this", "that", "these", "those", "there", "here", "can", "could", "will", "would",
+    "shall", "should", "may", "might", "must", "not", "no", "yes", "please", "thanks", "thank", "just", "also",
+    "too", "very", "than", "into", "out", "up", "about", "over", "after", "before", "any", "all", "some",
+    "each", "more", "most", "such", "only", "own", "same", "other", "what", "which", "who", "whom", "when",
+    "where", "why", "how",
+))
 _WORD = re.compile(r"[A-Za-z0-9]")
 
 
