@@ -51,6 +51,7 @@ class TrainConfig:
     threads: int = 1                       # torch threads (2 collapse on the shared 2-core machine)
     max_len: int = 448                     # tokens per example, prompt + reply (history trimmed to fit)
     k: int = 3                             # passages per prompt
+    unanswerable_rate: float = 0.1         # gold-removed "hand over" variants per grounded pair (0.2 over-abstained)
     max_steps: int = 130                   # optimizer steps (sets the LR schedule)
     grad_accum: int = 1                    # examples per optimizer step (batch 1 each: no padding waste)
     lr: float = 3e-4                       # AdamW peak learning rate
@@ -185,7 +186,8 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
         index = KnowledgeIndex.load_or_build(settings.kb_path, index_dir_for(settings.index_dir, settings.kb_path),
                                              settings.embedder, settings.chunk_tokens, progress=False)
         data = build_dataset(DataConfig(shared_data=Path(cfg.shared_data), kb_path=Path(cfg.kb_path),
-                                        cache_dir=run_dir.parent, k=cfg.k, seed=cfg.seed), index=index)
+                                        cache_dir=run_dir.parent, k=cfg.k, seed=cfg.seed,
+                                        unanswerable_rate=cfg.unanswerable_rate), index=index)
         examples, sizes = data.train, data.sizes
     if cfg.limit_examples:
         examples = examples[: cfg.limit_examples]
@@ -289,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=d.max_steps)
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--unanswerable-rate", type=float, default=d.unanswerable_rate)
     p.add_argument("--lora-r", type=int, default=d.lora_r)
     p.add_argument("--lora-layers", type=int, default=d.lora_layers)
     p.add_argument("--max-len", type=int, default=d.max_len)
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                       lora_alpha=2 * args.lora_r, lora_layers=args.lora_layers, max_len=args.max_len,
                       checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
                       limit_examples=args.limit_examples, seed=args.seed, threads=args.threads,
+                      unanswerable_rate=args.unanswerable_rate,
                       resume=not args.no_resume)
     record = train(cfg)
     summary = {k: v for k, v in record.items() if k not in ("losses", "config")}

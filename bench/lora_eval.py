@@ -195,7 +195,8 @@ def run_model(name: str, adapter: str, items: list[dict], args) -> dict:
     from agent.settings import Settings
 
     torch.set_num_threads(1)
-    gen = load_generator(Settings(adapter=adapter, model=args.model))
+    model = args.reference_model if name == "qwen" else args.model
+    gen = load_generator(Settings(adapter=adapter, model=model))
     prompts = [_prompt_ids(gen.tokenizer, it) for it in items]
     path = RESULTS / f"lora_eval_preds_{name}.jsonl"
     path.write_text("")
@@ -209,11 +210,54 @@ def run_model(name: str, adapter: str, items: list[dict], args) -> dict:
     generate_batched(gen, prompts, args.max_new_tokens, args.batch, on_batch=append)
     seconds = time.perf_counter() - t0
     speed = decode_speed(gen, prompts[: args.speed_prompts], args.max_new_tokens)
-    meta = {"model": args.model, "adapter": gen.adapter_id, "adapter_hash": gen.adapter_hash,
+    meta = {"model": model, "adapter": gen.adapter_id, "adapter_hash": gen.adapter_hash,
             "batched_seconds": round(seconds, 1), "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
             **speed}
+    if args.grounding_n and name != "qwen":
+        meta.update(grounding(gen, items, path, args.grounding_n))
     (RESULTS / f"lora_eval_meta_{name}.json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+def grounding(gen, items: list[dict], pred_path: Path, n: int) -> dict:
+    """Share of content tokens that exact attribution (:func:`agent.attribution.explain`, Shapley over the k=3
+    passages) flags as grounded, over the replies to the first ``n`` answerable held-out prompts."""
+    from tqdm import tqdm
+
+    from agent.attribution import explain
+    from agent.prompt import Exchange, build_prompt
+    from retrieval.types import Passage
+
+    preds = {p["id"]: p for p in map(json.loads, pred_path.read_text().splitlines())}
+    chosen = [it for it in items if it["kind"] == "heldout" and it["id"] in preds and preds[it["id"]]["reply"]][:n]
+    content = grounded = 0
+    shares: list[float] = []
+    t0 = time.perf_counter()
+    for it in tqdm(chosen, desc="grounding", unit="reply"):
+        passages = [Passage(**p) for p in it["passages"]]
+        layout = build_prompt(gen.tokenizer, it["question"], passages, [Exchange(u, a) for u, a in it["history"]])
+        ids = gen.tokenizer.encode(preds[it["id"]]["reply"], add_special_tokens=False)
+        texts = [gen.tokenizer.decode([i]) for i in ids]
+        exp = explain(gen, layout, ids, texts, passages)
+        toks = [t for t in exp.tokens if t.content]
+        content += len(toks)
+        grounded += sum(t.flag == "grounded" for t in toks)
+        shares.append(exp.grounded_share)
+    return {"grounded_content_share": round(grounded / content, 3) if content else None,
+            "grounded_share_mean_reply": round(sum(shares) / len(shares), 3) if shares else None,
+            "grounding_replies": len(chosen), "grounding_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def reference_subset(items: list[dict], sample: str) -> list[dict]:
+    """The first N held-out, unanswerable and kb prompts (``sample`` = "N,N,N"), for the slower reference model."""
+    limits = dict(zip(("heldout", "unanswerable", "kb"), (int(x) for x in sample.split(","))))
+    taken: Counter = Counter()
+    out = []
+    for it in items:
+        if taken[it["kind"]] < limits.get(it["kind"], 0):
+            taken[it["kind"]] += 1
+            out.append(it)
+    return out
 
 
 def score(items: list[dict], preds: list[dict]) -> dict:
@@ -248,21 +292,30 @@ def score(items: list[dict], preds: list[dict]) -> dict:
 
 def write_report(items: list[dict], names: list[str], args) -> dict:
     preds: dict[str, list[dict]] = {}
-    for name in names:
+    for name in names + ["qwen"]:
         pred_path = RESULTS / f"lora_eval_preds_{name}.jsonl"
         if pred_path.is_file():
             preds[name] = [json.loads(x) for x in pred_path.read_text().splitlines() if x.strip()]
+    main = {n: ps for n, ps in preds.items() if n in names}
     # every model is scored on the prompts that all of them answered (an interrupted run leaves fewer)
-    common = set.intersection(*({p["id"] for p in ps} for ps in preds.values())) if preds else set()
+    common = set.intersection(*({p["id"] for p in ps} for ps in main.values())) if main else set()
     scored = [it for it in items if it["id"] in common]
     report = {"command": args.command, "settings": {"max_new_tokens": args.max_new_tokens, "k": 3,
                                                   "decoding": "greedy", "batch": args.batch},
               "counts": dict(Counter(it["kind"] for it in scored)),
               "counts_planned": dict(Counter(it["kind"] for it in items)), "models": {}}
-    for name, ps in preds.items():
+    for name, ps in main.items():
         meta_path = RESULTS / f"lora_eval_meta_{name}.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         report["models"][name] = {**meta, **score(scored, ps)}
+    if "qwen" in preds and main:  # the reference answered a subset: every model re-scored on that subset
+        sub = common & {p["id"] for p in preds["qwen"]}
+        sub_items = [it for it in items if it["id"] in sub]
+        meta_path = RESULTS / "lora_eval_meta_qwen.json"
+        report["reference"] = {"counts": dict(Counter(it["kind"] for it in sub_items)), "models": {
+            name: {**(json.loads(meta_path.read_text()) if name == "qwen" and meta_path.is_file() else
+                      {k: report["models"][name].get(k) for k in ("decode_tokens_per_s", "first_token_s", "model")}),
+                   **score(sub_items, ps)} for name, ps in {**main, "qwen": preds["qwen"]}.items()}}
     (RESULTS / "lora_eval.json").write_text(json.dumps(report, indent=1))
     (RESULTS / "lora_eval.md").write_text(markdown(report))
     return report
@@ -287,6 +340,20 @@ def markdown(report: dict) -> str:
         lines.append(f"| {label} | " + " | ".join("—" if v is None else str(v) for v in vals) + " |")
     lines += ["", "Adapters: " + ", ".join(f"{n}: {report['models'][n].get('adapter')} "
                                            f"({report['models'][n].get('adapter_hash')})" for n in names), ""]
+    g = [(n, report["models"][n]) for n in names if report["models"][n].get("grounded_content_share") is not None]
+    if g:
+        lines += ["Grounding (exact Shapley attribution, k=3, on the first answerable held-out replies): "
+                  + "; ".join(f"{n}: {m['grounded_content_share']} of content tokens grounded "
+                              f"({m['grounding_replies']} replies)" for n, m in g), ""]
+    ref = report.get("reference")
+    if ref:
+        rn = list(ref["models"])
+        lines += [f"## Reference: the untuned qwen2.5-0.5b preset, on a subset {ref['counts']}", "",
+                  "| metric | " + " | ".join(rn) + " |", "|---|" + "---|" * len(rn)]
+        for key, label in ROWS:
+            vals = [ref["models"][n].get(key) for n in rn]
+            lines.append(f"| {label} | " + " | ".join("—" if v is None else str(v) for v in vals) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -298,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="base,tuned", help="comma list of base,tuned")
+    p.add_argument("--models", default="base,tuned,qwen", help="comma list of base,tuned,qwen")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--adapter", default="smollm2-135m-support", help="the tuned adapter (name or directory)")
     p.add_argument("--n-heldout", type=int, default=150)
@@ -309,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--speed-prompts", type=int, default=6)
     p.add_argument("--reuse", action="store_true", help="keep existing per-model predictions")
+    p.add_argument("--reference-model", default="qwen2.5-0.5b", help="the untuned bigger reference (model 'qwen')")
+    p.add_argument("--reference-sample", default="40,10,20",
+                   help="held-out,unanswerable,kb prompts the reference answers (it decodes ~3x slower)")
+    p.add_argument("--grounding-n", type=int, default=30,
+                   help="answerable held-out replies per model scored by exact attribution (0: skip)")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
     args.command = "python -m bench.lora_eval " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -325,9 +397,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             if args.reuse and (RESULTS / f"lora_eval_preds_{name}.jsonl").is_file():
                 continue
-            adapter = "none" if name == "base" else args.adapter
-            log.info("evaluating %s (adapter %s) on %d prompts", name, adapter, len(items))
-            run_model(name, adapter, items, args)
+            adapter = "none" if name in ("base", "qwen") else args.adapter
+            todo = reference_subset(items, args.reference_sample) if name == "qwen" else items
+            log.info("evaluating %s (adapter %s) on %d prompts", name, adapter, len(todo))
+            run_model(name, adapter, todo, args)
     report = write_report(items, ["base", "tuned"], args)
     print(markdown(report))
     return 0

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.model import adapter_hash
+from agent.settings import ADAPTERS_DIR
 from tests.conftest import MODELS
 
 
@@ -39,7 +41,11 @@ def test_ask_json_shape_and_store(cli_home, kb_index):
     assert {"rank", "score", "id", "doc_id", "title", "text"} <= set(p) and p["rank"] == 1
     assert "shipping-options-and-costs" in [p["doc_id"] for p in out["passages"]]
     assert {"retrieval_ms", "generation_ms"} <= set(out["timings"])
-    assert out["versions"]["base_model"] == "smollm2-135m" and "adapter_hash" in out["versions"]
+    assert out["versions"]["base_model"] == "smollm2-135m"
+    # the default agent runs with the shipped LoRA adapter when there is one (issue 5), else the base model alone
+    shipped = ADAPTERS_DIR / "smollm2-135m-support"
+    expected = adapter_hash(shipped) if (shipped / "adapter_config.json").is_file() else None
+    assert out["versions"]["adapter_hash"] == expected
     assert out["versions"]["index_version"] == kb_index.version
     assert out["conversation_id"] and out["turn_id"]
     logs = run_cli(["logs", "--json"], cli_home)

