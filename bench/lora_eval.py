@@ -2,7 +2,7 @@
 
 Usage (from the project root)::
 
-    python -m bench.lora_eval --models base,tuned --adapter data/adapters/smollm2-135m-support
+    python -m bench.lora_eval --models base,tuned,qwen --adapter data/adapters/smollm2-135m-support
 
 Each model answers the same prompts, built with the agent's prompt code (``agent.prompt.build_prompt``):
 
@@ -18,7 +18,12 @@ false-abstention rate on answerable prompts; citation rate; decode tokens/s (sin
 the agent). Decoding is greedy, ``max_new_tokens`` 60, in left-padded batches of 8 (decode is memory-bound, so a
 batch costs little more than one sequence). Predictions are written per model to
 ``bench/results/lora_eval_preds_<model>.jsonl`` and reused with ``--reuse``, so the base model can be evaluated
-while the adapter is still training. Results: ``bench/results/lora_eval.json`` and ``.md``.
+while the adapter is still training. ``qwen`` is the untuned ``qwen2.5-0.5b`` preset, the bigger reference; it
+decodes ~3x slower; ``--reference-sample`` limits it to a subset, and every model is also scored on the subset
+the reference answered.
+Grounding: the share of content tokens that exact Shapley attribution flags as grounded in the passages, on the
+first ``--grounding-n`` answerable held-out replies. Speeds are re-measured at the end side by side, in rounds that
+alternate between the models (``--speed-rounds``). Results: ``bench/results/lora_eval.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -219,6 +224,32 @@ def run_model(name: str, adapter: str, items: list[dict], args) -> dict:
     return meta
 
 
+def speed_side_by_side(names: list[str], items: list[dict], args, rounds: int = 3) -> dict[str, dict]:
+    """Decode speed of every model measured in one process, rounds alternating between models (the machine is
+    shared and noisy, so only side-by-side numbers are comparable); medians over the rounds."""
+    import statistics
+
+    import torch
+
+    from agent.model import load_generator
+    from agent.settings import Settings
+
+    torch.set_num_threads(1)
+    chosen = [it for it in items if it["kind"] == "heldout"][: args.speed_prompts]
+    gens = {n: load_generator(Settings(adapter="none" if n in ("base", "qwen") else args.adapter,
+                                       model=args.reference_model if n == "qwen" else args.model)) for n in names}
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names if r % 2 == 0 else reversed(names):
+            prompts = [_prompt_ids(gens[n].tokenizer, it) for it in chosen]
+            runs[n].append(decode_speed(gens[n], prompts, args.max_new_tokens))
+            log.info("speed round %d %s: %s", r + 1, n, runs[n][-1])
+    return {n: {"decode_tokens_per_s": round(statistics.median(x["decode_tokens_per_s"] for x in rs), 2),
+                "first_token_s": round(statistics.median(x["first_token_s"] for x in rs), 2),
+                "speed_rounds": rounds, "n_prompts": len(chosen), "speed_side_by_side": True}
+            for n, rs in runs.items()}
+
+
 def grounding(gen, items: list[dict], pred_path: Path, n: int) -> dict:
     """Share of content tokens that exact attribution (:func:`agent.attribution.explain`, Shapley over the k=3
     passages) flags as grounded, over the replies to the first ``n`` answerable held-out prompts."""
@@ -376,9 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--speed-prompts", type=int, default=6)
     p.add_argument("--reuse", action="store_true", help="keep existing per-model predictions")
+    p.add_argument("--speed-rounds", type=int, default=3,
+                   help="side-by-side decode-speed rounds over all models after generating (0: keep per-model speeds)")
     p.add_argument("--reference-model", default="qwen2.5-0.5b", help="the untuned bigger reference (model 'qwen')")
-    p.add_argument("--reference-sample", default="40,10,20",
-                   help="held-out,unanswerable,kb prompts the reference answers (it decodes ~3x slower)")
+    p.add_argument("--reference-sample", default="",
+                   help="N,N,N: only the first N held-out, unanswerable and kb prompts for the reference (it decodes "
+                        "~3x slower; the full set takes ~25 min on one core); default: all prompts")
     p.add_argument("--grounding-n", type=int, default=30,
                    help="answerable held-out replies per model scored by exact attribution (0: skip)")
     p.add_argument("--report-only", action="store_true")
@@ -398,9 +432,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.reuse and (RESULTS / f"lora_eval_preds_{name}.jsonl").is_file():
                 continue
             adapter = "none" if name in ("base", "qwen") else args.adapter
-            todo = reference_subset(items, args.reference_sample) if name == "qwen" else items
+            todo = reference_subset(items, args.reference_sample) if name == "qwen" and args.reference_sample \
+                else items
             log.info("evaluating %s (adapter %s) on %d prompts", name, adapter, len(todo))
             run_model(name, adapter, todo, args)
+    if args.speed_rounds:
+        for name, speed in speed_side_by_side(names, items, args, args.speed_rounds).items():
+            meta_path = RESULTS / f"lora_eval_meta_{name}.json"
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+            meta_path.write_text(json.dumps({**meta, **speed}, indent=1))
     report = write_report(items, ["base", "tuned"], args)
     print(markdown(report))
     return 0

@@ -147,3 +147,23 @@ def test_default_agent_has_shipped_adapter(settings):
     assert gen.adapter_id == "smollm2-135m-support"
     assert gen.adapter_hash == adapter_hash(SHIPPED) and len(gen.adapter_hash) == 12
     assert (SHIPPED / "README.md").is_file()
+
+
+OPT_IN = ADAPTERS_DIR / "smollm2-135m-support-v5"
+
+
+@pytest.mark.skipif(not (OPT_IN / "adapter_config.json").is_file(), reason="no opt-in adapter")
+def test_opt_in_adapter_loads_by_name_and_changes_the_model(settings, generator):
+    """The kept (non-default) adapter is selectable by name, carries its hash and card, and is really active."""
+    import torch
+
+    from agent.model import adapter_hash, load_generator
+
+    gen = load_generator(settings.model_copy(update={"adapter": OPT_IN.name}))
+    assert gen.adapter_id == OPT_IN.name and gen.adapter_hash == adapter_hash(OPT_IN)
+    assert json.loads((OPT_IN / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m"
+    assert "## Evaluation" in (OPT_IN / "README.md").read_text()
+    ids = torch.tensor([generator.tokenizer.encode("How long do I have to return an item?")])
+    with torch.inference_mode():
+        base, tuned = generator.model(ids).logits[0, -1], gen.model(ids).logits[0, -1]
+    assert (base - tuned).abs().max() > 0.1
