@@ -379,7 +379,7 @@ def markdown(report: dict) -> str:
     ref = report.get("reference")
     if ref:
         rn = list(ref["models"])
-        lines += [f"## Reference: the untuned qwen2.5-0.5b preset, on a subset {ref['counts']}", "",
+        lines += [f"## Reference: the untuned qwen2.5-0.5b preset, on the prompts it answered {ref['counts']}", "",
                   "| metric | " + " | ".join(rn) + " |", "|---|" + "---|" * len(rn)]
         for key, label in ROWS:
             vals = [ref["models"][n].get(key) for n in rn]
