@@ -14,8 +14,10 @@ Contract
   ``eval_percent``; a turn whose gold spans several entities is kept only when all of them are on the same side.
   Eval examples never share an entity with training examples (:func:`entities`).
 * Unanswerable variants: the same prompt with every gold passage replaced by further distractors, target
-  :data:`ABSTAIN_REPLIES` (polite "I don't know, let me hand you to a colleague").
-* Non-knowledge turns (``target: false``): short replies that invent nothing (a closing line, or a hand-over).
+  one of :data:`ABSTAIN_REPLIES` (polite "I don't know, let me hand you to a colleague"), picked by a hash of
+  the question so that the pool is varied yet every run builds the same examples.
+* Non-knowledge turns (``target: false``): short replies that invent nothing: a closing line for "thanks, bye"
+  turns, and for requests (bookings, actions) a varied hand-over, or nothing (``handover_chitchat=False``).
 * Bitext (a minority): the instruction with the KB passages retrieved for it; the target is the first sentences
   of the response with ``{{placeholders}}`` filled from :data:`STORE_PROFILE` (sentences with other placeholders
   are dropped).
@@ -46,10 +48,19 @@ from retrieval.types import Passage
 
 log = logging.getLogger(__name__)
 
-#: The hand-over replies used as targets when the passages do not hold the answer.
+#: The hand-over replies used as targets when the passages do not hold the answer. They are deliberately varied
+#: (different first words, lengths and phrasing): with one or two fixed strings a 135M model learns that string as
+#: a cheap, low-loss mode and greedy decoding collapses onto it whenever it is unsure (session 2: 53% false
+#: hand-overs at a 10% rate). Every one matches :data:`ABSTAIN_RE`.
 ABSTAIN_REPLIES = (
     "I'm sorry, I don't know that from the information I have. Let me hand you to a colleague who can help.",
     "I don't know the answer to that, and I don't want to guess. I can hand you to a colleague who can check.",
+    "That isn't covered in what I have in front of me, so I don't know. A colleague can look into it for you.",
+    "Good question, but I'm not sure: my notes don't mention it. Shall I pass you to a colleague?",
+    "Unfortunately the details I have don't say, so I don't know. Would you like a colleague to check?",
+    "My information doesn't cover that, I'm afraid, and I'd rather not guess. A colleague can confirm it.",
+    "Let me be honest: I don't know. Nothing I have mentions it, but a colleague will be able to tell you.",
+    "Hmm, I'm not sure about that one. I can hand you to a colleague who has the full details.",
 )
 #: Recognises an abstention in a reply (used by the evaluation too).
 ABSTAIN_RE = re.compile(r"\b(don'?t know|do not know|not sure|hand you (over )?to a colleague|colleague)\b", re.IGNORECASE)
@@ -69,9 +80,20 @@ STORE_PROFILE = {
 
 _CLOSING_RE = re.compile(r"\b(thanks?|thank you|bye|goodbye|that'?s all|that is all|no,? that|all set|great)\b", re.IGNORECASE)
 _CLOSING_REPLIES = ("You're welcome! Is there anything else I can help you with?",
-                    "Happy to help! Let me know if there is anything else.")
-_HANDOVER_REPLIES = (("I can't do that for you here, but I can answer questions from the information I have. "
-                     "Would you like me to hand you to a colleague?"),)
+                    "Happy to help! Let me know if there is anything else.",
+                    "Glad I could help. Have a great day!",
+                    "My pleasure. Feel free to come back any time.",
+                    "No problem at all! Anything else you'd like to know?",
+                    "Thanks for reaching out, and enjoy your day.")
+#: Replies to non-knowledge requests (bookings, actions) when ``DataConfig.handover_chitchat`` is on; varied for
+#: the same reason as :data:`ABSTAIN_REPLIES`.
+_HANDOVER_REPLIES = (
+    ("I can't do that for you here, but I can answer questions from the information I have. "
+     "Would you like me to hand you to a colleague?"),
+    "That's something a colleague will need to arrange for you. Shall I pass you over?",
+    "Sorry, I can only answer questions here. A colleague can take care of that request.",
+    "Booking and changes are handled by a colleague; I can connect you if you like.",
+)
 _SENT_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -114,6 +136,7 @@ class DataConfig:
     history_exchanges: int = 1      # earlier exchanges kept in the prompt (shorter prompts, cheaper steps)
     unanswerable_rate: float = 0.2  # gold-removed variants per grounded pair
     chitchat_rate: float = 0.08     # non-knowledge DSTC11 turns, as a share of the grounded pairs
+    handover_chitchat: bool = True  # non-knowledge requests (not closings) -> a hand-over reply; False: dropped
     bitext_n: int = 240             # Bitext rows (a minority of the mix)
     max_words_passage: int = 45     # passages are cut to this many words
     seed: int = 0
@@ -148,6 +171,11 @@ def add_citation(text: str, positions: Sequence[int]) -> str:
 
 def strip_citations(text: str) -> str:
     return re.sub(r"\s*\[\d+\]", "", text)
+
+
+def _pick(pool: Sequence[str], key: str, salt: int = 0) -> str:
+    """A reply from ``pool`` chosen by a hash of ``key`` (and ``salt``): varied, yet stable across runs."""
+    return pool[(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) + salt) % len(pool)]
 
 
 def _words_cut(text: str, n: int) -> str:
@@ -337,12 +365,14 @@ def build_dstc(cfg: DataConfig, rng: random.Random) -> tuple[list[Example], list
         if rng.random() < cfg.unanswerable_rate or side is held:
             alt = distract[n_d: n_d + cfg.k] if len(distract) >= n_d + cfg.k else distract[: cfg.k]
             if len(alt) == cfg.k:
-                reply = ABSTAIN_REPLIES[rng.randrange(len(ABSTAIN_REPLIES))]
+                reply = _pick(ABSTAIN_REPLIES, question, rng.randrange(2))
                 side.append(Example(source=f"{corpus}-unanswerable", entity=entity, question=question,
                                     answer=reply, passages=list(alt), history=history, answerable=False,
                                     reference=reply))
     n_chit = int(cfg.chitchat_rate * sum(1 for e in train if e.answerable))
     rng.shuffle(chit)
+    if not cfg.handover_chitchat:
+        chit = [(i, d) for i, d in chit if _CLOSING_RE.search(d[-1]["text"])]
     for i, dialogue in chit[:n_chit] if train_entities else ():
         entity = train_entities[rng.randrange(len(train_entities))]
         history, question = _history(dialogue, cfg.history_exchanges)
@@ -412,7 +442,7 @@ def build_kb(cfg: DataConfig, rng: random.Random, index) -> list[Example]:
             if variant == 0 and rng.random() < cfg.unanswerable_rate * 1.5:
                 alt = [q for q in hits if q.doc_id != p.doc_id][: cfg.k]
                 if len(alt) == cfg.k:
-                    reply = ABSTAIN_REPLIES[rng.randrange(len(ABSTAIN_REPLIES))]
+                    reply = _pick(ABSTAIN_REPLIES, question, rng.randrange(len(ABSTAIN_REPLIES)))
                     out.append(Example(source="kb-unanswerable", entity=f"kb:{p.doc_id}", question=question,
                                        answer=reply, passages=alt, answerable=False, reference=reply))
     for q in ("Thanks, that's all I needed!", "Great, thank you so much.", "ok bye", "Thanks for the help"):

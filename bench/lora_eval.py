@@ -29,6 +29,7 @@ alternate between the models (``--speed-rounds``). Results: ``bench/results/lora
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
@@ -127,6 +128,18 @@ def eval_items(n_heldout: int, n_unanswerable: int, n_kb: int | None = None, see
     return items
 
 
+def items_digest(items: list[dict]) -> str:
+    """A fingerprint of the prompts (ids, questions, history, passage titles and texts in order).
+
+    Stored in each model's meta so that ``--reuse`` never scores old predictions against different prompts.
+    """
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps([it["id"], it["question"], it["history"],
+                             [[p["title"], p["text"]] for p in it["passages"]]]).encode())
+    return h.hexdigest()[:16]
+
+
 def _prompt_ids(tokenizer, item: dict) -> list[int]:
     from agent.prompt import Exchange, build_prompt
     from retrieval.types import Passage
@@ -216,7 +229,7 @@ def run_model(name: str, adapter: str, items: list[dict], args) -> dict:
     seconds = time.perf_counter() - t0
     speed = decode_speed(gen, prompts[: args.speed_prompts], args.max_new_tokens)
     meta = {"model": model, "adapter": gen.adapter_id, "adapter_hash": gen.adapter_hash,
-            "batched_seconds": round(seconds, 1), "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
+            "items_digest": getattr(args, "items_digest", None), "batched_seconds": round(seconds, 1), "prompt_tokens_mean": round(sum(map(len, prompts)) / len(prompts), 1),
             **speed}
     if args.grounding_n and name != "qwen":
         meta.update(grounding(gen, items, path, args.grounding_n))
@@ -422,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     RESULTS = args.results
     items = eval_items(args.n_heldout, args.n_unanswerable, args.n_kb)
+    args.items_digest = items_digest(items)
     # the prompts hold DSTC text, which stays out of the project tree (shared/data/README.md): cache only
     cache = Path("~/.cache/moments/train").expanduser()
     cache.mkdir(parents=True, exist_ok=True)
@@ -429,8 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     if not args.report_only:
         for name in names:
+            meta_path = RESULTS / f"lora_eval_meta_{name}.json"
             if args.reuse and (RESULTS / f"lora_eval_preds_{name}.jsonl").is_file():
-                continue
+                stored = json.loads(meta_path.read_text()).get("items_digest") if meta_path.is_file() else None
+                if stored in (None, args.items_digest):
+                    continue
+                log.warning("%s: stored predictions were made on other prompts (%s != %s); re-running",
+                            name, stored, args.items_digest)
             adapter = "none" if name in ("base", "qwen") else args.adapter
             todo = reference_subset(items, args.reference_sample) if name == "qwen" and args.reference_sample \
                 else items

@@ -49,6 +49,28 @@ def test_split_by_entity_and_mix(dataset):
     assert not kb_eval & {e.question.lower() for e in dataset.train}
 
 
+def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
+    """Fixed hand-over strings made greedy decoding collapse onto them (session 2); the pools are varied now."""
+    import dataclasses
+    import random
+
+    from agent.train_data import _CLOSING_RE, _HANDOVER_REPLIES, ABSTAIN_RE, ABSTAIN_REPLIES, DataConfig, build_dstc
+
+    for pool in (ABSTAIN_REPLIES, _HANDOVER_REPLIES):
+        assert all(ABSTAIN_RE.search(r) for r in pool)
+        assert len({" ".join(r.split()[:2]) for r in pool}) == len(pool)  # no two start alike
+    unans = [e.answer for e in dataset.train + dataset.eval if not e.answerable]
+    assert set(unans) <= set(ABSTAIN_REPLIES) and len(set(unans)) >= 3
+    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=300, bitext_n=0, chitchat_rate=1.0,
+                     cache_dir=Path("~/.cache/moments/train").expanduser())
+    with_handover = [e for e in build_dstc(cfg, random.Random(0))[0] if e.source == "dstc11-chitchat"]
+    assert any(not _CLOSING_RE.search(e.question) for e in with_handover)  # requests are kept and handed over
+    closings_only = [e for e in build_dstc(dataclasses.replace(cfg, handover_chitchat=False), random.Random(0))[0]
+                     if e.source == "dstc11-chitchat"]
+    assert closings_only and len(closings_only) < len(with_handover)
+    assert all(_CLOSING_RE.search(e.question) and not ABSTAIN_RE.search(e.answer) for e in closings_only)
+
+
 def test_encode_uses_agent_prompt(dataset, generator):
     from agent.prompt import build_prompt
     from agent.train_data import encode
