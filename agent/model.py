@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 #: The adapter shipped for each preset, loaded when ``adapter`` is ``auto`` (if present under data/adapters/).
 DEFAULT_ADAPTERS: dict[str, str] = {"smollm2-135m": "smollm2-135m-support"}
 
-_cache: dict[tuple, "Generator"] = {}
+_cache: dict[tuple, Generator] = {}
 _lock = threading.Lock()
 
 

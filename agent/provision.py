@@ -94,7 +94,7 @@ def pip_download(package: str, version: str, dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "-q", f"{package}=={version}", "-d", str(dest)]
     log.info("downloading %s==%s (pip download --no-deps)", package, version)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         output = (proc.stderr or proc.stdout).strip().splitlines()
         said = "; ".join(line.strip() for line in output if line.startswith("ERROR")) or " ".join(output)[-400:]

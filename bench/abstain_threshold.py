@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
-from agent.settings import Settings  # noqa: E402
+from agent.settings import Settings
 
 
 def main() -> None:

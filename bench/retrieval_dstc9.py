@@ -34,11 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.settings import DEFAULT_KB, PROJECT_ROOT, SHARED_DATA  # noqa: E402
-from retrieval.embedder import DEFAULT_EMBEDDER, load_embedder  # noqa: E402
-from retrieval.index import KnowledgeIndex  # noqa: E402
-from retrieval.query import DEFAULT_METHOD, HistoryMethod, build_query, search_with_history  # noqa: E402
-from retrieval.types import Passage  # noqa: E402
+from agent.settings import DEFAULT_KB, PROJECT_ROOT, SHARED_DATA
+from retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
+from retrieval.index import KnowledgeIndex
+from retrieval.query import (
+    DEFAULT_METHOD,
+    HistoryMethod,
+    build_query,
+    search_with_history,
+)
+from retrieval.types import Passage
 
 log = logging.getLogger("bench.retrieval_dstc9")
 
@@ -207,8 +212,8 @@ def markdown(report: dict) -> str:
     lines = [
         "# Retrieval recall: DSTC9 Track 1 validation (target turns) and the project KB",
         "",
-        f"Embedder `{report['embedder']}`, FAISS IndexFlatIP; {d['passages']} snippets, {d['turns']} target turns. "
-        "A hit = a gold snippet among the top k. Per-domain column: recall@5.",
+        (f"Embedder `{report['embedder']}`, FAISS IndexFlatIP; {d['passages']} snippets, {d['turns']} target turns. "
+         "A hit = a gold snippet among the top k. Per-domain column: recall@5."),
         "",
         "| variant | recall@1 | recall@5 | hotel @5 | restaurant @5 | train @5 |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

@@ -39,7 +39,14 @@ import numpy as np
 
 from agent.errors import KnowledgeBaseError
 from retrieval.chunking import CHUNKING_VERSION, chunk_documents, embedding_text
-from retrieval.embedder import DEFAULT_EMBEDDER, embed, embedding_dim, load_embedder, normalise, token_counter
+from retrieval.embedder import (
+    DEFAULT_EMBEDDER,
+    embed,
+    embedding_dim,
+    load_embedder,
+    normalise,
+    token_counter,
+)
 from retrieval.loaders import iter_kb_files, load_documents
 from retrieval.types import Hit, Passage
 

@@ -19,7 +19,7 @@ from tests.conftest import MODELS
 def run_cli(args: list[str], home: Path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "MOMENTS_HOME": str(home), "MOMENTS_MODELS_PATH": str(MODELS),
                "MOMENTS_MAX_NEW_TOKENS": "32", **env}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env=environ)
 
 

@@ -13,7 +13,14 @@ import pytest
 
 from agent import provision
 from agent.errors import ProvisioningError
-from agent.provision import PRESETS, GgufSource, fetch_gguf, resolve_model, sha256_file, verify_file
+from agent.provision import (
+    PRESETS,
+    GgufSource,
+    fetch_gguf,
+    resolve_model,
+    sha256_file,
+    verify_file,
+)
 from tests.conftest import MODELS
 
 

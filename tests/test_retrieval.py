@@ -161,7 +161,7 @@ MALFORMED = [
     ("row.csv", "question,answer\nfine?,yes\nbroken?,\n", 3),
     ("empty.md", "", 1),
     ("blank.txt", "  \n\n", 1),
-    ("latin1.md", "# Caf\xe9\n\nok\n".encode("utf-8") + b"\n\nna\xefve\n", 6),
+    ("latin1.md", "# Caf\xe9\n\nok\n".encode() + b"\n\nna\xefve\n", 6),
 ]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
-
 from agent.store import Store
 
 THREADS = 8
@@ -42,7 +41,7 @@ def test_concurrent_writers_lose_nothing(db_url):
                     with lock:
                         acknowledged["turn"] += [(cid, q, f"question {n}.{r}"), (cid, a, f"answer {n}.{r}")]
                         acknowledged["feedback"].append((a, f))
-            except BaseException as exc:  # reported below
+            except BaseException as exc:  # noqa: BLE001 - any failure in a worker thread is reported below
                 with lock:
                     errors.append(exc)
 

@@ -14,9 +14,14 @@ from alembic.runtime.migration import MigrationContext
 
 from agent.store import Store
 from agent.store.db import make_engine, writer
-from agent.store.migrate import alembic_config, current_revision, downgrade, head_revision, upgrade
+from agent.store.migrate import (
+    alembic_config,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 from agent.store.models import StoreModel
-
 
 # The 0001 schema as plain table descriptions (what an old version of the app wrote).
 conversation = sa.table(
@@ -140,7 +145,7 @@ def test_replicas_starting_together_upgrade_the_schema_once(db_url):
         try:
             with Store(db_url) as store:
                 revisions.append(store.schema_revision())
-        except Exception as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - any failure in a worker thread is reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=start) for _ in range(4)]

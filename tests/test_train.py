@@ -54,7 +54,14 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
     import dataclasses
     import random
 
-    from agent.train_data import _CLOSING_RE, _HANDOVER_REPLIES, ABSTAIN_RE, ABSTAIN_REPLIES, DataConfig, build_dstc
+    from agent.train_data import (
+        _CLOSING_RE,
+        _HANDOVER_REPLIES,
+        ABSTAIN_RE,
+        ABSTAIN_REPLIES,
+        DataConfig,
+        build_dstc,
+    )
 
     for pool in (ABSTAIN_REPLIES, _HANDOVER_REPLIES):
         assert all(ABSTAIN_RE.search(r) for r in pool)

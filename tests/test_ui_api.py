@@ -66,7 +66,7 @@ def test_chat_streams_and_escapes_html(ui):
     outputs = list(job)
     assert len(outputs) >= 3  # streamed: several updates before the final one
     final = job.result()
-    textbox, history, passages_html, explanation_html = final[:4]
+    textbox, history, passages_html, _explanation_html = final[:4]
     assert textbox == ""
     user = history[0]["content"]
     user_text = user if isinstance(user, str) else str(user)

@@ -118,7 +118,7 @@ class MomentsApp:
         except MomentsError as exc:
             history[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
             yield "", history, passages_html, render.error_html(str(exc)), state
-        except Exception as exc:  # noqa: BLE001 - shown to the operator, stored as an error turn
+        except Exception as exc:
             log.exception("chat turn failed")
             msg = f"Something went wrong while answering ({type(exc).__name__}: {exc}). Your message was kept; " \
                   "try again or start a new conversation."
@@ -190,7 +190,7 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
         gr.Markdown("## Moments — answers from the help centre, explained token by token")
         if store_error:
             gr.HTML(render.error_html(f"Conversations are NOT being stored: {store_error}"))
-        with gr.Tab("Chat"):
+        with gr.Tab("Chat"):  # noqa: SIM117 - nesting mirrors the page layout
             with gr.Row():
                 with gr.Column(scale=3):
                     chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="mo-chat",

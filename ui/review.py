@@ -76,8 +76,8 @@ class Review:
             raise gr.Error(str(exc)) from exc
         if conv is None:
             raise gr.Error(f"No conversation {conversation_id!r}.")
-        parts = [f"<h3>{render.esc(conv.title)}</h3><div class='mo-legend'>{render.esc(conv.id)} · "
-                 f"{render.esc(conv.channel)} · {render.esc(conv.status)}</div>"]
+        parts = [(f"<h3>{render.esc(conv.title)}</h3><div class='mo-legend'>{render.esc(conv.id)} · "
+                  f"{render.esc(conv.channel)} · {render.esc(conv.status)}</div>")]
         for t in sorted(conv.turns, key=lambda t: t.index):
             if t.role == "user":
                 parts.append(f"<p><b>Customer:</b> {render.esc(t.text)}</p>")

@@ -14,7 +14,17 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, distinct, false, func, not_
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    case,
+    cast,
+    distinct,
+    false,
+    func,
+    not_,
+)
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from functools import lru_cache
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, func
@@ -36,7 +36,14 @@ from sqlmodel import Session, select
 from agent.errors import StoreError
 from agent.settings import Settings
 from agent.store import crud, export, migrate, queries
-from agent.store.db import make_engine, mask_url, parse_url, retryable, unreachable, writer
+from agent.store.db import (
+    make_engine,
+    mask_url,
+    parse_url,
+    retryable,
+    unreachable,
+    writer,
+)
 from agent.store.errors import InvalidInputError, NotFoundError
 from agent.store.models import (
     CONVERSATION_STATUSES,
@@ -123,7 +130,7 @@ class Store:
         """Close the store's connections (it reconnects if used again)."""
         self._engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
