@@ -56,6 +56,7 @@ class TrainConfig:
                                            # the one fixed hand-over string), so abstention is left to retrieval
     handover_chitchat: bool = False        # non-knowledge DSTC11 requests -> varied hand-over replies (False: only
                                            # closing lines like "thanks, bye" are kept, with varied answers)
+    bitext_grounded: bool = False          # Bitext targets = its opener + the top KB passage's answer, cited
 
     max_steps: int = 1400                  # optimizer steps (sets the LR schedule); ~40 min at 1.7 s/step
     grad_accum: int = 1                    # examples per optimizer step (batch 1 each: no padding waste)
@@ -193,7 +194,8 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
         data = build_dataset(DataConfig(shared_data=Path(cfg.shared_data), kb_path=Path(cfg.kb_path),
                                         cache_dir=run_dir.parent, k=cfg.k, seed=cfg.seed,
                                         unanswerable_rate=cfg.unanswerable_rate,
-                                        handover_chitchat=cfg.handover_chitchat), index=index)
+                                        handover_chitchat=cfg.handover_chitchat,
+                                        bitext_grounded=cfg.bitext_grounded), index=index)
         examples, sizes = data.train, data.sizes
     if cfg.limit_examples:
         examples = examples[: cfg.limit_examples]
@@ -300,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unanswerable-rate", type=float, default=d.unanswerable_rate)
     p.add_argument("--handover-chitchat", action=argparse.BooleanOptionalAction, default=d.handover_chitchat,
                    help="train non-knowledge requests to a (varied) hand-over reply instead of dropping them")
+    p.add_argument("--bitext-grounded", action=argparse.BooleanOptionalAction, default=d.bitext_grounded,
+                   help="Bitext targets keep only its friendly opener and add the top KB passage's answer, cited")
     p.add_argument("--lora-r", type=int, default=d.lora_r)
     p.add_argument("--lora-layers", type=int, default=d.lora_layers)
     p.add_argument("--max-len", type=int, default=d.max_len)
@@ -321,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                       checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
                       limit_examples=args.limit_examples, seed=args.seed, threads=args.threads,
                       unanswerable_rate=args.unanswerable_rate, handover_chitchat=args.handover_chitchat,
+                      bitext_grounded=args.bitext_grounded,
                       resume=not args.no_resume)
     record = train(cfg)
     summary = {k: v for k, v in record.items() if k not in ("losses", "config")}

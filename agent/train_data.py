@@ -20,7 +20,8 @@ Contract
   turns, and for requests (bookings, actions) a varied hand-over, or nothing (``handover_chitchat=False``).
 * Bitext (a minority): the instruction with the KB passages retrieved for it; the target is the first sentences
   of the response with ``{{placeholders}}`` filled from :data:`STORE_PROFILE` (sentences with other placeholders
-  are dropped).
+  are dropped). With ``bitext_grounded`` the target keeps only Bitext's friendly opener and adds the answer
+  from the best-matching KB passage, cited, so that customer-service questions are not taught to ignore passages.
 * ``data/kb``: for every chunk of the project's own index, questions written from its article title and section
   heading (never the ``data/eval`` questions), answered by the first sentences of the section with a citation;
   plus gold-removed variants that must abstain.
@@ -137,6 +138,9 @@ class DataConfig:
     unanswerable_rate: float = 0.2  # gold-removed variants per grounded pair
     chitchat_rate: float = 0.08     # non-knowledge DSTC11 turns, as a share of the grounded pairs
     handover_chitchat: bool = True  # non-knowledge requests (not closings) -> a hand-over reply; False: dropped
+    bitext_grounded: bool = False   # Bitext target = its friendly opener + the answer from the top KB passage, cited
+                                    # (False: Bitext's own first sentences, which ignore the passages)
+    bitext_min_score: float = 0.45  # grounded Bitext: rows whose best KB passage scores lower are skipped
     bitext_n: int = 240             # Bitext rows (a minority of the mix)
     max_words_passage: int = 45     # passages are cut to this many words
     seed: int = 0
@@ -478,13 +482,26 @@ def build_bitext(cfg: DataConfig, rng: random.Random, index) -> list[Example]:
             break
         filled = _fill_placeholders(row["response"])
         sents = [s for s in _SENT_END.split(filled) if s and not s.rstrip().endswith(":")][:2]
-        answer = " ".join(sents)
-        if not (5 <= len(answer.split()) <= 60):
-            continue
         q = re.sub(r"\{\{[^}]*\}\}", "my order", row["instruction"]).strip()
-        ps = [h.passage for h in index.search(q, cfg.k)]
+        hits = index.search(q, cfg.k)
+        ps = [h.passage for h in hits]
+        if cfg.bitext_grounded:
+            # tone from Bitext, facts from the passages: the opener, then the top passage's answer with a citation
+            if (not sents or not hits or hits[0].score < cfg.bitext_min_score or ":" in sents[0]
+                    or not 4 <= len(sents[0].split()) <= 25):
+                continue
+            _, fact = _kb_answer(hits[0].passage)
+            if len(fact.split()) < 4:
+                continue
+            rng.shuffle(ps)
+            answer = f"{sents[0]} {add_citation(fact, [ps.index(hits[0].passage)])}"
+        else:
+            answer = " ".join(sents)
+            if not (5 <= len(answer.split()) <= 60):
+                continue
         out.append(Example(source="bitext", entity=f"bitext:{row['intent']}", question=q, answer=answer,
-                           passages=ps, reference=answer))
+                           passages=ps, gold=[ps.index(hits[0].passage)] if cfg.bitext_grounded else [],
+                           reference=answer))
     return out
 
 

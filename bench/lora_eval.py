@@ -432,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.command = "python -m bench.lora_eval " + " ".join(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     RESULTS = args.results
+    RESULTS.mkdir(parents=True, exist_ok=True)
     items = eval_items(args.n_heldout, args.n_unanswerable, args.n_kb)
     args.items_digest = items_digest(items)
     # the prompts hold DSTC text, which stays out of the project tree (shared/data/README.md): cache only

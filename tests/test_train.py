@@ -78,6 +78,23 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
     assert all(_CLOSING_RE.search(e.question) and not ABSTAIN_RE.search(e.answer) for e in closings_only)
 
 
+def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index):
+    import random
+
+    from agent.train_data import DataConfig, _kb_answer, build_bitext, strip_citations
+
+    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, cache_dir=Path("~/.cache/moments/train").expanduser(),
+                     bitext_n=12, bitext_grounded=True)
+    out = build_bitext(cfg, random.Random(0), kb_index)
+    assert len(out) == 12
+    for e in out:
+        (g,) = e.gold
+        fact = _kb_answer(e.passages[g])[1]
+        assert f"[{g + 1}]" in e.answer and strip_citations(e.answer).endswith(fact)
+        opener = strip_citations(e.answer)[: -len(fact)].strip()
+        assert opener and ":" not in opener and "{{" not in e.answer
+
+
 def test_encode_uses_agent_prompt(dataset, generator):
     from agent.prompt import build_prompt
     from agent.train_data import encode
