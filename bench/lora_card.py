@@ -36,7 +36,10 @@ def card(adapter: Path, run: dict, eval_md: str, status: str = "") -> str:
 
     cmd = (f"python -m agent.train --max-steps {cfg['max_steps']} --lr {cfg['lr']} --lora-r {cfg['lora_r']} "
            f"--lora-layers {cfg['lora_layers']} --max-len {cfg['max_len']} --unanswerable-rate "
-           f"{cfg.get('unanswerable_rate', 0.2)} --seed {cfg['seed']} --output {adapter.relative_to(ROOT)}")
+           f"{cfg.get('unanswerable_rate', 0.2)} "
+           f"--{'' if cfg.get('handover_chitchat', True) else 'no-'}handover-chitchat "
+           f"--{'' if cfg.get('bitext_grounded', False) else 'no-'}bitext-grounded "
+           f"--seed {cfg['seed']} --output {adapter.relative_to(ROOT)}")
     lines = [
         f"# {adapter.name}: LoRA adapter for SmolLM2-135M-Instruct",
         "",

@@ -304,6 +304,13 @@ def reference_subset(items: list[dict], sample: str) -> list[dict]:
     return out
 
 
+def citation_precision(rows: list[tuple[dict, dict]]) -> float | None:
+    """Among replies that cite and whose prompt has a gold passage: share whose citations all point at gold ones."""
+    cited = [(it, [int(x) - 1 for x in re.findall(r"\[(\d+)\]", p["reply"])]) for it, p in rows if it["gold"]]
+    cited = [(it, c) for it, c in cited if c]
+    return round(sum(all(x in it["gold"] for x in c) for it, c in cited) / len(cited), 3) if cited else None
+
+
 def score(items: list[dict], preds: list[dict]) -> dict:
     from agent.train_data import ABSTAIN_RE
 
@@ -318,6 +325,7 @@ def score(items: list[dict], preds: list[dict]) -> dict:
         res[f"{kind}_token_f1"] = round(100 * sum(token_f1(p["reply"], it["reference"]) for it, p in sel) / len(sel), 2)
         res[f"{kind}_rouge_l"] = round(100 * sum(rouge_l(p["reply"], it["reference"]) for it, p in sel) / len(sel), 2)
         res[f"{kind}_cites"] = round(sum(bool(re.search(r"\[\d+\]", p["reply"])) for _, p in sel) / len(sel), 3)
+        res[f"{kind}_citation_precision"] = citation_precision(sel)
         res[f"{kind}_reply_tokens"] = round(sum(p["n_tokens"] for _, p in sel) / len(sel), 1)
     kb = [(it, p) for it, p in rows if it["kind"] == "kb" and it["answerable"] and it["facts"]]
     if kb:
@@ -369,7 +377,10 @@ ROWS = [("heldout_token_f1", "held-out DSTC token-F1"), ("heldout_rouge_l", "hel
         ("kb_token_f1", "kb token-F1"), ("kb_rouge_l", "kb ROUGE-L"), ("kb_fact_accuracy", "kb exact-fact accuracy"),
         ("abstain_precision", "abstention precision"), ("abstain_recall", "abstention recall"),
         ("false_abstention_rate", "false abstentions (answerable)"), ("heldout_cites", "replies citing [n] (held-out)"),
-        ("kb_cites", "replies citing [n] (kb)"), ("heldout_reply_tokens", "reply tokens (held-out, mean)"),
+        ("kb_cites", "replies citing [n] (kb)"),
+        ("heldout_citation_precision", "citations all on a gold passage (held-out, citing replies)"),
+        ("kb_citation_precision", "citations all on a gold passage (kb, citing replies)"),
+        ("heldout_reply_tokens", "reply tokens (held-out, mean)"),
         ("decode_tokens_per_s", "decode tokens/s (streamed)"), ("first_token_s", "first token s (prefill)")]
 
 

@@ -36,3 +36,13 @@ def test_token_f1_ignores_citations_and_case():
     assert token_f1("Yes, free WiFi [1].", "yes free wifi") == 1.0
     assert token_f1("No.", "yes free wifi") == 0.0
     assert 0 < token_f1("free parking", "free wifi") < 1
+
+
+def test_citation_precision_counts_only_citing_replies_with_gold():
+    from bench.lora_eval import citation_precision
+
+    it = {"gold": [1]}
+    rows = [(it, {"reply": "Yes [2]."}), (it, {"reply": "No [1][2]."}), (it, {"reply": "no citation"}),
+            ({"gold": []}, {"reply": "ignored [1]"})]
+    assert citation_precision(rows) == 0.5
+    assert citation_precision([(it, {"reply": "none"})]) is None

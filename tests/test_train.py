@@ -195,21 +195,21 @@ def test_default_agent_has_shipped_adapter(settings):
     assert (SHIPPED / "README.md").is_file()
 
 
-OPT_IN = ADAPTERS_DIR / "smollm2-135m-support-v5"
-
-
-@pytest.mark.skipif(not (OPT_IN / "adapter_config.json").is_file(), reason="no opt-in adapter")
-def test_opt_in_adapter_loads_by_name_and_changes_the_model(settings, generator):
-    """The kept (non-default) adapter is selectable by name, carries its hash and card, and is really active."""
+@pytest.mark.skipif(not (SHIPPED / "adapter_config.json").is_file(), reason="no shipped adapter")
+def test_base_model_stays_selectable_and_the_adapter_is_really_active(settings, generator):
+    """``none`` runs the base model alone; the adapter selected by folder is the default one and changes the logits."""
     import torch
 
     from agent.model import adapter_hash, load_generator
 
-    gen = load_generator(settings.model_copy(update={"adapter": OPT_IN.name}))
-    assert gen.adapter_id == OPT_IN.name and gen.adapter_hash == adapter_hash(OPT_IN)
-    assert json.loads((OPT_IN / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m"
-    assert "## Evaluation" in (OPT_IN / "README.md").read_text()
+    base = load_generator(settings.model_copy(update={"adapter": "none"}))
+    assert base.adapter_id is None and base.adapter_hash is None
+    by_folder = load_generator(settings.model_copy(update={"adapter": str(SHIPPED)}))
+    assert by_folder.adapter_hash == generator.adapter_hash == adapter_hash(SHIPPED)
+    assert json.loads((SHIPPED / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m"
+    assert "## Evaluation" in (SHIPPED / "README.md").read_text()
     ids = torch.tensor([generator.tokenizer.encode("How long do I have to return an item?")])
     with torch.inference_mode():
-        base, tuned = generator.model(ids).logits[0, -1], gen.model(ids).logits[0, -1]
-    assert (base - tuned).abs().max() > 0.1
+        plain, tuned, again = (g.model(ids).logits[0, -1] for g in (base, generator, by_folder))
+    assert (plain - tuned).abs().max() > 0.1
+    torch.testing.assert_close(tuned, again)
