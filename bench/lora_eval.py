@@ -128,6 +128,15 @@ def eval_items(n_heldout: int, n_unanswerable: int, n_kb: int | None = None, see
     return items
 
 
+def _adapter_hash(adapter: str) -> str | None:
+    """The hash of ``--adapter`` (a folder, or a name under data/adapters), None when it does not exist."""
+    from agent.model import adapter_hash
+    from agent.settings import ADAPTERS_DIR
+
+    path = Path(adapter) if Path(adapter).is_dir() else ADAPTERS_DIR / adapter
+    return adapter_hash(path) if (path / "adapter_config.json").is_file() else None
+
+
 def items_digest(items: list[dict]) -> str:
     """A fingerprint of the prompts (ids, questions, history, passage titles and texts in order).
 
@@ -456,11 +465,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             meta_path = RESULTS / f"lora_eval_meta_{name}.json"
             if args.reuse and (RESULTS / f"lora_eval_preds_{name}.jsonl").is_file():
-                stored = json.loads(meta_path.read_text()).get("items_digest") if meta_path.is_file() else None
-                if stored in (None, args.items_digest):
+                meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+                stored = meta.get("items_digest")
+                same_adapter = name != "tuned" or meta.get("adapter_hash") == _adapter_hash(args.adapter)
+                if stored in (None, args.items_digest) and same_adapter:
                     continue
-                log.warning("%s: stored predictions were made on other prompts (%s != %s); re-running",
-                            name, stored, args.items_digest)
+                log.warning("%s: stored predictions were made on other prompts or another adapter; re-running", name)
             adapter = "none" if name in ("base", "qwen") else args.adapter
             todo = reference_subset(items, args.reference_sample) if name == "qwen" and args.reference_sample \
                 else items
