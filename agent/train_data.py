@@ -369,6 +369,8 @@ def build_dstc(cfg: DataConfig, rng: random.Random) -> tuple[list[Example], list
         if rng.random() < cfg.unanswerable_rate or side is held:
             alt = distract[n_d: n_d + cfg.k] if len(distract) >= n_d + cfg.k else distract[: cfg.k]
             if len(alt) == cfg.k:
+                # the draw of the former two-reply pick is kept, so every later draw, and with it the held-out
+                # prompts of bench/lora_eval.py, stays as in earlier runs (their predictions remain comparable)
                 reply = _pick(ABSTAIN_REPLIES, question, rng.randrange(2))
                 side.append(Example(source=f"{corpus}-unanswerable", entity=entity, question=question,
                                     answer=reply, passages=list(alt), history=history, answerable=False,
