@@ -8,6 +8,7 @@ within a process, so the UI, CLI and tests share one copy.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ProvisioningError
+from agent.prompt import PROMPT_VERSION
 from agent.provision import resolve_model
 from agent.settings import ADAPTERS_DIR, Settings
 
@@ -40,6 +42,9 @@ class Generator:
     load_seconds: float
     # Serialises use of the model across threads (Gradio workers); torch modules are not re-entrant with caches.
     lock: threading.Lock
+    #: The prompt this generator is run with (:data:`agent.prompt.SYSTEM_PROMPTS`): the adapter's own, if it names
+    #: one in ``moments.json``, else the current default.
+    prompt_version: str = PROMPT_VERSION
 
 
 def resolve_adapter(settings: Settings) -> Path | None:
@@ -69,6 +74,17 @@ def adapter_hash(path: Path) -> str:
             digest.update(name.encode())
             digest.update(f.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def adapter_prompt_version(path: Path | None) -> str:
+    """The prompt version an adapter was trained with: ``prompt_version`` in its ``moments.json``; adapters
+    without that file predate it and were trained on ``p1``. The base model alone uses the current default."""
+    if path is None:
+        return PROMPT_VERSION
+    meta = path / "moments.json"
+    if not meta.is_file():
+        return "p1"
+    return str(json.loads(meta.read_text(encoding="utf-8")).get("prompt_version", "p1"))
 
 
 def load_generator(settings: Settings) -> Generator:
@@ -113,4 +129,5 @@ def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Gene
     seconds = time.perf_counter() - started
     log.info("loaded %s%s in %.2f s", model_dir.name, f" + {a_id}" if a_id else "", seconds)
     return Generator(model=model, tokenizer=tokenizer, model_id=settings.model, model_dir=model_dir,
-                     adapter_id=a_id, adapter_hash=a_hash, load_seconds=seconds, lock=threading.Lock())
+                     adapter_id=a_id, adapter_hash=a_hash, load_seconds=seconds, lock=threading.Lock(),
+                     prompt_version=adapter_prompt_version(adapter_dir))

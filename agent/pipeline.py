@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from agent.errors import InputError
 from agent.generate import stream_tokens
-from agent.prompt import PROMPT_VERSION, Exchange, PromptLayout, build_prompt
+from agent.prompt import Exchange, PromptLayout, build_prompt
 from agent.settings import Settings
 from retrieval.types import Hit
 
@@ -119,7 +119,7 @@ class Agent:
             "adapter_hash": g.adapter_hash,
             "embedder": s.embedder,
             "index_version": self.index.version,
-            "prompt_version": PROMPT_VERSION,
+            "prompt_version": g.prompt_version,
             "generation": {"decoding": "greedy", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
                            "abstain_threshold": s.abstain_threshold},
         }
@@ -162,7 +162,7 @@ class Agent:
         g = self.generator
         passages = [h.passage for h in hits]
         with g.lock:
-            layout = build_prompt(g.tokenizer, question, passages, history)
+            layout = build_prompt(g.tokenizer, question, passages, history, version=g.prompt_version)
             result.layout, result.prompt_tokens = layout, len(layout)
             started = time.perf_counter()
             first = None

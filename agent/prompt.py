@@ -15,14 +15,28 @@ from dataclasses import dataclass, field
 
 from retrieval.types import Passage
 
-PROMPT_VERSION = "p1"
+#: The prompt in force for adapters that do not name one (and for the base model). An adapter trained on another
+#: prompt records it (``prompt_version`` in its ``moments.json``) and is always run with that one.
+PROMPT_VERSION = "p2"
 
-SYSTEM_PROMPT = (
-    "You are Moments, a friendly customer-service assistant. Answer the customer's question using only the "
-    "numbered passages from the help centre. Answer briefly, in one to three sentences, and cite the passages you "
-    "use like [1]. If the passages do not contain the answer, say that you don't know and offer to hand the "
-    "customer to a colleague."
-)
+SYSTEM_PROMPTS = {
+    # p1: sessions 1-3 (the v8 adapter was trained on it); question after the passages only.
+    "p1": (
+        "You are Moments, a friendly customer-service assistant. Answer the customer's question using only the "
+        "numbered passages from the help centre. Answer briefly, in one to three sentences, and cite the passages "
+        "you use like [1]. If the passages do not contain the answer, say that you don't know and offer to hand "
+        "the customer to a colleague."
+    ),
+    # p2: the question is also put *before* the passages, so that a causal model reads them knowing what it looks
+    # for (a small model cannot look back to re-read); the instruction asks for the fact in the passage's words.
+    "p2": (
+        "You are Moments, a customer-service assistant. Answer the customer's question from the numbered "
+        "help-centre passages only: state the fact that answers it, in the passage's own words, and cite the "
+        "passage like [1]. Be brief. If no passage answers the question, say that you don't know and offer to "
+        "hand the customer to a colleague."
+    ),
+}
+SYSTEM_PROMPT = SYSTEM_PROMPTS[PROMPT_VERSION]
 
 _MARK = "\ue000{}\ue001"
 _MARK_RE = re.compile("\ue000(\\d+)\ue001")
@@ -36,9 +50,16 @@ class Exchange:
     assistant: str
 
 
-def passage_content(passage: Passage) -> str:
-    """The text of a passage as the model sees it after its ``[j]`` header (leading space included)."""
-    return f" {passage.title}\n{passage.text.strip()}"
+def passage_content(passage: Passage, version: str = PROMPT_VERSION) -> str:
+    """The text of a passage as the model sees it after its ``[j]`` header (leading space included).
+
+    From p2 on, Markdown emphasis (``**bold**``, ``__bold__``) is dropped: it carries no fact, costs tokens, and a
+    model that copies a sentence should not copy the asterisks.
+    """
+    text = passage.text.strip()
+    if version != "p1":
+        text = text.replace("**", "").replace("__", "")
+    return f" {passage.title}\n{text}"
 
 
 @dataclass
@@ -81,9 +102,13 @@ class PromptLayout:
 
 
 def build_messages(question: str, passages: Sequence[Passage], history: Sequence[Exchange] = (),
-                   system: str = SYSTEM_PROMPT, contents: Sequence[str] | None = None) -> list[dict]:
+                   system: str | None = None, contents: Sequence[str] | None = None,
+                   version: str = PROMPT_VERSION) -> list[dict]:
     """Chat messages for a turn. Passage contents are ``contents`` (default: :func:`passage_content`)."""
-    contents = [passage_content(p) for p in passages] if contents is None else list(contents)
+    if version not in SYSTEM_PROMPTS:
+        raise ValueError(f"unknown prompt version {version!r}; known: {', '.join(SYSTEM_PROMPTS)}")
+    system = SYSTEM_PROMPTS[version] if system is None else system
+    contents = [passage_content(p, version) for p in passages] if contents is None else list(contents)
     blocks = [f"[{j + 1}]{content}" for j, content in enumerate(contents)]
     body = "Passages:\n" + "\n\n".join(blocks) if blocks else "Passages: (none)"
     messages = [{"role": "system", "content": system}]
@@ -92,17 +117,18 @@ def build_messages(question: str, passages: Sequence[Passage], history: Sequence
             continue
         messages.append({"role": "user", "content": ex.user})
         messages.append({"role": "assistant", "content": ex.assistant})
-    messages.append({"role": "user", "content": f"{body}\n\nQuestion: {question.strip()}"})
+    lead = f"Question: {question.strip()}\n\n" if version != "p1" else ""
+    messages.append({"role": "user", "content": f"{lead}{body}\n\nQuestion: {question.strip()}"})
     return messages
 
 
 def build_prompt(tokenizer, question: str, passages: Sequence[Passage], history: Sequence[Exchange] = (),
-                 system: str = SYSTEM_PROMPT) -> PromptLayout:
+                 system: str | None = None, version: str = PROMPT_VERSION) -> PromptLayout:
     """Apply the chat template and tokenize it segment by segment (see module docstring)."""
     markers = [_MARK.format(j) for j in range(len(passages))]
-    messages = build_messages(question, passages, history, system, contents=markers)
+    messages = build_messages(question, passages, history, system, contents=markers, version=version)
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    contents = [passage_content(p) for p in passages]
+    contents = [passage_content(p, version) for p in passages]
     segments: list[list[int]] = []
     passage_segments: list[int] = [-1] * len(passages)
     pos = 0
