@@ -119,10 +119,15 @@ class Agent:
             "adapter_hash": g.adapter_hash,
             "embedder": s.embedder,
             "index_version": self.index.version,
-            "prompt_version": g.prompt_version,
+            "prompt_version": self.prompt_version,
             "generation": {"decoding": "greedy", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
                            "abstain_threshold": s.abstain_threshold},
         }
+
+    @property
+    def prompt_version(self) -> str:
+        """The prompt in force: ``settings.prompt``, or the generator's own (its adapter's) when ``auto``."""
+        return self.generator.prompt_version if self.settings.prompt == "auto" else self.settings.prompt
 
     # ------------------------------------------------------------------------------------------ turn
     def validate(self, question: str) -> str:
@@ -151,7 +156,7 @@ class Agent:
 
         result = TurnResult(question=question, answer="", abstained=False, hits=hits, timings=timings,
                             versions=self.versions())
-        if not hits or hits[0].score < s.abstain_threshold:
+        if not hits or result.best_score < s.abstain_threshold:  # the same best score as stored and rendered
             result.abstained = True
             result.answer = s.abstain_message
             timings["generation_ms"] = 0.0
@@ -162,7 +167,7 @@ class Agent:
         g = self.generator
         passages = [h.passage for h in hits]
         with g.lock:
-            layout = build_prompt(g.tokenizer, question, passages, history, version=g.prompt_version)
+            layout = build_prompt(g.tokenizer, question, passages, history, version=self.prompt_version)
             result.layout, result.prompt_tokens = layout, len(layout)
             started = time.perf_counter()
             first = None

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         default=0.35, description="Abstain when the best retrieval score (cosine) is below this."
     )
     abstain_message: str = Field(default=DEFAULT_ABSTAIN_MESSAGE)
+    prompt: str = Field(
+        default="auto",
+        description="Prompt version (agent.prompt.SYSTEM_PROMPTS): 'auto' runs an adapter with the prompt it was "
+        "trained on and the base model with the current default; 'p1' or 'p2' force one.",
+    )
     history_turns: int = Field(default=3, ge=0, description="Earlier exchanges included in query and prompt.")
     chunk_tokens: int = Field(default=180, ge=32, description="Maximum passage length in embedder tokens.")
     max_new_tokens: int = Field(default=160, ge=1, le=2048)

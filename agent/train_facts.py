@@ -64,6 +64,9 @@ _GENERIC = set("available offer offers provide provided allowed allow service se
 _HEADINGS = ("Good to know", "Policies", "Facilities", "Details", "Before you visit", "Services", "Practical information",
              "Frequently asked", "At a glance", "Rules and amenities")
 _LEADINS = ("hi, ", "hello, ", "quick question: ", "hey, ", "one more thing: ", "sorry, ", "")
+_CONTEXTS = ("I'm visiting next week with my family. ", "We're booked in for Friday. ", "My partner asked me to check: ",
+             "Before I book, ", "I was told different things, so ", "Planning a trip there. ", "just wondering, ",
+             "I have a reservation tonight. ", "Quick one before we arrive: ", "I couldn't find this anywhere: ")
 _CLOSINGS = ("Thanks, that's all I needed!", "Great, thank you so much.", "ok bye", "Thanks for the help",
              "perfect, thanks", "No, that's everything. Bye!", "that's all, cheers", "thank you!")
 
@@ -78,9 +81,11 @@ class FactConfig:
     pack_min: int = 3                 # FAQ answers per packed passage
     pack_max: int = 5
     gold_weights: tuple[float, ...] = (0.55, 0.2, 0.15, 0.1)  # P(gold at [1]..[k])
-    unanswerable_rate: float = 0.12   # gold-removed variants per answerable example
-    crossdomain_rate: float = 0.06    # question with passages of another business (store <-> hotel)
-    closings: int = 40
+    unanswerable_rate: float = 0.08   # gold-removed variants per answerable example
+    crossdomain_rate: float = 0.05    # question with passages of another business (store <-> hotel)
+    closings: int = 10                # v10 had 40: its mid-run checkpoint answered real questions "My pleasure."
+    dialogue_turns: bool = True       # also the real user turns of DSTC9/DSTC11 dialogues whose gold is an FAQ
+    context_rate: float = 0.25        # FAQ-title questions given a customer's lead-in sentence
     seed: int = 0
 
 
@@ -132,7 +137,7 @@ def render_pack(name: str, answers: Sequence[str], rng: random.Random, idx: int)
     return Passage(id=f"{name}#{idx}", doc_id=name, title=name, text=f"{heading}\n{body}")
 
 
-def _question(faq: Faq, rng: random.Random) -> str:
+def _question(faq: Faq, rng: random.Random, context_rate: float = 0.0) -> str:
     q = faq.question
     r = rng.random()
     if r < 0.3:
@@ -140,6 +145,8 @@ def _question(faq: Faq, rng: random.Random) -> str:
     elif r < 0.4:
         q = q.lower()
     lead = _LEADINS[rng.randrange(len(_LEADINS))] if rng.random() < 0.2 else ""
+    if rng.random() < context_rate:
+        lead = _CONTEXTS[rng.randrange(len(_CONTEXTS))] + lead
     return (lead + q) if lead else q
 
 
@@ -181,7 +188,10 @@ class _Builder:
         self.rng.shuffle(items)
         return self._pack([f.answer for f in items], hard.name, 20)
 
-    def example(self, faq: Faq) -> list[Example]:
+    def example(self, faq: Faq, question: str | None = None, history: list[Exchange] | None = None,
+                source: str = "facts") -> list[Example]:
+        """The answerable example for ``faq`` (its title as the question unless ``question`` is given, e.g. a real
+        dialogue turn with its ``history``) and, at ``unanswerable_rate``, its gold-removed variant."""
         cfg, rng = self.cfg, self.rng
         pool = [f for f in self.faqs[faq.entity] if f is not faq]
         topic = _topic(faq)
@@ -195,10 +205,11 @@ class _Builder:
         items = mates + [faq]
         rng.shuffle(items)
         gold = self._pack([f.answer for f in items], faq.name, 0)
-        question = _question(faq, rng)
-        history: list[Exchange] = []
-        named = _names_entity(question, faq.name)
-        if not named and rng.random() < 0.35:
+        named_in_history = bool(history) and any(_names_entity(x.user + x.assistant, faq.name) for x in history)
+        question = question or _question(faq, rng, cfg.context_rate)
+        history = list(history or [])
+        named = _names_entity(question, faq.name) or named_in_history
+        if not named and not history and rng.random() < 0.35:
             history = [Exchange(f"I have a question about {faq.name}.", f"Of course, what would you like to know "
                                                                         f"about {faq.name}?")]
             named = True
@@ -214,7 +225,7 @@ class _Builder:
             return []
         pos = rng.choices(range(cfg.k), weights=cfg.gold_weights[: cfg.k])[0]
         passages = distract[:pos] + [gold] + distract[pos:]
-        out = [Example(source="facts", entity=faq.entity, question=question,
+        out = [Example(source=source, entity=faq.entity, question=question,
                        answer=add_citation(faq.answer, [pos]), passages=passages, history=history, gold=[pos],
                        reference=faq.answer)]
         if rng.random() < cfg.unanswerable_rate:
@@ -226,6 +237,34 @@ class _Builder:
                 out.append(Example(source="facts-unanswerable", entity=faq.entity, question=question, answer=reply,
                                    passages=alt, history=history, answerable=False, reference=reply))
         return out
+
+
+def _dialogue_turns(shared: Path, faqs: dict[str, list[Faq]]):
+    """(entity, faq, question, history) for real dialogue turns whose gold knowledge is one FAQ of one entity
+    (DSTC9 validation, DSTC11 turns with an FAQ among their gold snippets)."""
+    from agent.train_data import _history
+
+    by_q = {(e, f.question.lower()): f for e, fs in faqs.items() for f in fs}
+    names = {e: fs[0].name.lower() for e, fs in faqs.items()}
+    for corpus, logs, labels, qk, docs in (("dstc9", "val_logs.json", "val_labels.json", "title", "docs"),
+                                           ("dstc11", "logs.json", "labels.json", "question", "faqs")):
+        lg = json.loads((shared / corpus / logs).read_text(encoding="utf-8"))
+        lb = json.loads((shared / corpus / labels).read_text(encoding="utf-8"))
+        know = json.loads((shared / corpus / "knowledge.json").read_text(encoding="utf-8"))
+        for turns, label in zip(lg, lb):
+            gold = [g for g in label.get("knowledge", []) if corpus == "dstc9" or g.get("doc_type") == "faq"]
+            if not label.get("target") or len(gold) != 1:
+                continue
+            g = gold[0]
+            entity = f"{g['domain']}:{g['entity_id']}"
+            doc = know.get(g["domain"], {}).get(str(g["entity_id"]), {}).get(docs, {}).get(str(g["doc_id"]))
+            faq = by_q.get((entity, str(doc.get(qk, "")).strip().lower())) if doc else None
+            if faq is None:
+                continue
+            history, question = _history(turns, 1)
+            if any(n in question.lower() for e, n in names.items() if e != entity and n not in faq.name.lower()):
+                continue  # the turn names another entity than its label (DSTC noise)
+            yield entity, faq, question, history
 
 
 def _bitext_questions(shared: Path, rng: random.Random, n: int) -> list[str]:
@@ -249,6 +288,10 @@ def build_facts(cfg: FactConfig, kb_index=None) -> Dataset:
         side = held if is_held_out(entity, cfg.eval_percent) else train
         for faq in items:
             side.extend(builder.example(faq))
+    if cfg.dialogue_turns:
+        for entity, faq, question, history in _dialogue_turns(cfg.shared_data, faqs):
+            side = held if is_held_out(entity, cfg.eval_percent) else train
+            side.extend(e for e in builder.example(faq, question, history, "facts-dialogue") if e.answerable)
     n_train = sum(1 for e in train if e.answerable)
     # cross-domain abstentions: hotel/restaurant questions over store passages, store questions over hotel packs
     if kb_index is not None and cfg.crossdomain_rate > 0:

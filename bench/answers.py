@@ -43,12 +43,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 log = logging.getLogger("bench.answers")
 
-#: name -> (model, adapter). "default" is whatever ``MOMENTS_MODEL``/``MOMENTS_ADAPTER`` defaults resolve to.
-CONFIGS: dict[str, tuple[str, str]] = {
-    "default": ("smollm2-135m", "auto"),
-    "v8": ("smollm2-135m", "smollm2-135m-support-v8"),
-    "base": ("smollm2-135m", "none"),
-    "qwen": ("qwen2.5-0.5b", "none"),
+#: name -> (model, adapter, prompt). "default" is what the ``MOMENTS_MODEL``/``MOMENTS_ADAPTER`` defaults resolve to;
+#: ``prompt`` "auto" is the adapter's own. The untuned qwen reference runs with p1, its better prompt: with p2
+#: ("if no passage answers ... say that you don't know") it replied "You don't know." to a third of answerable
+#: questions (first 40 data/kb questions, 2026-12-01).
+CONFIGS: dict[str, tuple[str, str, str]] = {
+    "default": ("smollm2-135m", "auto", "auto"),
+    "v8": ("smollm2-135m", "smollm2-135m-support-v8", "auto"),
+    "base": ("smollm2-135m", "none", "auto"),
+    "qwen": ("qwen2.5-0.5b", "none", "p1"),
+    "qwen-p2": ("qwen2.5-0.5b", "none", "p2"),
 }
 KBS = {
     "kb": (ROOT / "data" / "kb", ROOT / "data" / "eval" / "kb_questions.jsonl"),
@@ -93,6 +97,14 @@ def key_fact(reply: str, gold: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------ running
 
+def spread(items: list, n: int | None) -> list:
+    """``n`` items evenly spread over ``items`` (every ``len/n``-th, so unanswerable questions at the end of a file
+    are sampled too); all of them when ``n`` is None or not smaller."""
+    if n is None or n >= len(items):
+        return list(items)
+    return [items[int(i * len(items) / n)] for i in range(n)]
+
+
 def load_questions(path: Path, limit: int | None = None) -> list[dict]:
     qs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return qs[:limit] if limit else qs
@@ -102,14 +114,14 @@ def _agent(name: str, kb_path: Path, home: Path | None):
     from agent.pipeline import Agent
     from agent.settings import Settings
 
-    model, adapter = CONFIGS[name]
+    model, adapter, prompt = CONFIGS[name]
     kw = {"home": home} if home else {}
-    return Agent(Settings(model=model, adapter=adapter, kb_path=kb_path, **kw))
+    return Agent(Settings(model=model, adapter=adapter, prompt=prompt, kb_path=kb_path, **kw))
 
 
 def config_key(agent, questions: list[dict]) -> str:
     g = agent.generator
-    h = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, g.prompt_version, agent.index.version,
+    h = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version, agent.index.version,
                                    agent.settings.top_k, agent.settings.abstain_threshold,
                                    agent.settings.max_new_tokens]).encode())
     return h.hexdigest()[:16]
@@ -146,7 +158,7 @@ def run_kb(name: str, kb: str, questions: list[dict], args) -> list[dict]:
                      "reply_ms": round(r.timings.get("retrieval_ms", 0.0) + r.timings.get("generation_ms", 0.0), 1),
                      "passages": [{"doc_id": h.passage.doc_id, "text": h.passage.text, "score": round(h.score, 4)}
                                   for h in r.hits],
-                     "adapter_hash": agent.generator.adapter_hash, "prompt_version": agent.generator.prompt_version})
+                     "adapter_hash": agent.generator.adapter_hash, "prompt_version": agent.prompt_version})
         if n_done % 10 == 9 or n_done == len(todo) - 1:  # partial runs survive an interruption
             _save(path, list(stored.values()))
     return [stored[q["id"]] for q in questions]
@@ -174,12 +186,12 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     agent = _agent(name, KBS["kb"][0], args.home)
     g = agent.generator
     path = RESULTS / f"answers_preds_{name}_dstc.jsonl"
-    key = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, g.prompt_version]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version]).encode()).hexdigest()[:16]
     stored = _stored(path, key, args.reuse)
     for it in tqdm([it for it in items if stored.get(it["id"], {}).get("question") != it["question"]],
                    desc=f"{name}/dstc", unit="q"):
         layout = build_prompt(g.tokenizer, it["question"], [Passage(**p) for p in it["passages"]],
-                              [Exchange(u, a) for u, a in it["history"]], version=g.prompt_version)
+                              [Exchange(u, a) for u, a in it["history"]], version=agent.prompt_version)
         text = "".join(s.text for s in stream_tokens(g.model, g.tokenizer, layout.input_ids, args.max_new_tokens))
         stored[it["id"]] = {"id": it["id"], "key": key, "question": it["question"], "reply": text.strip()}
     _save(path, list(stored.values()))
@@ -324,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default="default,v8,qwen", help=f"comma list of {', '.join(CONFIGS)}")
     p.add_argument("--kbs", default="kb,unseen")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions of each file")
-    p.add_argument("--limit-for", default="qwen=40",
-                   help="name=N,...: a configuration answers only the first N questions of each set (the slow "
+    p.add_argument("--limit-for", default="qwen=40,qwen-p2=40",
+                   help="name=N,...: a configuration answers only N questions of each set, evenly spread (the slow "
                         "reference); every configuration is also scored on that common subset")
     p.add_argument("--dstc-n", type=int, default=100, help="held-out DSTC prompts (0: skip)")
     p.add_argument("--max-new-tokens", type=int, default=160)
@@ -352,10 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for n in names:
         for kb in kbs:
-            preds[kb][n] = run_kb(n, kb, questions[kb][: limit_for.get(n)], args)
+            preds[kb][n] = run_kb(n, kb, spread(questions[kb], limit_for.get(n)), args)
         a = _agent(n, KBS["kb"][0], args.home)
         report["versions"][n] = (f"{a.generator.model_id} + {a.generator.adapter_id or 'no adapter'} "
-                                 f"({a.generator.adapter_hash or '-'}), prompt {a.generator.prompt_version}")
+                                 f"({a.generator.adapter_hash or '-'}), prompt {a.prompt_version}")
     for kb in kbs:
         report["results"][kb] = {n: score_kb(questions[kb], preds[kb][n]) for n in names}
         common = set.intersection(*({r["id"] for r in preds[kb][n]} for n in names))
@@ -365,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     report["kbs"] = list(report["results"])
     if args.dstc_n:
         items = dstc_items(args.dstc_n)
-        report["dstc"] = {n: score_dstc(items[: limit_for.get(n)], run_dstc(n, items[: limit_for.get(n)], args))
-                          for n in names}
+        report["dstc"] = {n: score_dstc(spread(items, limit_for.get(n)), run_dstc(n, spread(items, limit_for.get(n)),
+                                                                                  args)) for n in names}
     if args.latency_rounds:
         report["latency"] = latency_side_by_side(names, questions[kbs[0]][: args.latency_n], args.latency_rounds,
                                                  args.home)
