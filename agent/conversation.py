@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from agent.generation.prompt import Exchange
 from agent.pipeline import Agent, TurnEvent, TurnResult
-from agent.prompt import Exchange
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.errors import InputError
-from agent.generate import stream_tokens
-from agent.prompt import Exchange, PromptLayout, build_prompt
+from agent.generation.decoding import stream_tokens
+from agent.generation.prompt import Exchange, PromptLayout, build_prompt
 from agent.settings import Settings
 from retrieval.types import Hit
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TurnResult:
-    """Everything one turn produced. ``explanation`` is an :class:`agent.explanation.Explanation` or None."""
+    """Everything one turn produced. ``explanation`` is an :class:`agent.attribution.explanation.Explanation` or None."""
 
     question: str
     answer: str
@@ -81,7 +81,7 @@ class Agent:
         self._generator = generator
         self._index = index
         if generator is None or index is None:
-            from agent.model import apply_threads
+            from agent.generation.loading import apply_threads
 
             apply_threads(settings)
 
@@ -89,7 +89,7 @@ class Agent:
     @property
     def generator(self):
         if self._generator is None:
-            from agent.model import load_generator
+            from agent.generation.loading import load_generator
 
             self._generator = load_generator(self.settings)
         return self._generator

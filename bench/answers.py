@@ -13,7 +13,7 @@ top-k passages, the abstain threshold, the generator's own prompt, greedy decodi
 * ``unseen``: ``data/eval/brightwave/kb`` with its ``questions.jsonl`` — a broadband provider written for
   evaluation only: never used for training, prompt design or thresholds.
 
-Plus ``dstc``: prompts of DSTC entities held out of training (:func:`agent.train_facts.build_facts`'s eval side,
+Plus ``dstc``: prompts of DSTC entities held out of training (:func:`agent.training.facts.build_facts`'s eval side,
 packed passages, no retrieval), judged by the gold snippet's key fact (polarity and numbers, not token overlap).
 
 Metrics (per knowledge base): exact-fact accuracy (all of a question's ``facts`` in the reply, case-insensitive),
@@ -71,7 +71,7 @@ def has_fact(reply: str, fact: str) -> bool:
 
 
 def is_handover(reply: str) -> bool:
-    from agent.train_data import ABSTAIN_RE
+    from agent.training.data import ABSTAIN_RE
 
     return bool(ABSTAIN_RE.search(reply))
 
@@ -82,7 +82,7 @@ def citations(reply: str) -> list[int]:
 
 def key_fact(reply: str, gold: str) -> bool:
     """DSTC key fact: same polarity (negated or not) as the gold answer and every number of it present."""
-    from agent.train_data import strip_citations
+    from agent.training.data import strip_citations
 
     reply = strip_citations(reply)
     if is_handover(reply) or not reply.strip():
@@ -154,7 +154,7 @@ def run_kb(name: str, kb: str, questions: list[dict], args) -> list[dict]:
 
 def dstc_items(n: int, seed: int = 0) -> list[dict]:
     from agent.settings import SHARED_DATA
-    from agent.train_facts import FactConfig, build_facts
+    from agent.training.facts import FactConfig, build_facts
 
     held = [e for e in build_facts(FactConfig(shared_data=SHARED_DATA)).eval if e.answerable]
     random.Random(seed).shuffle(held)
@@ -167,8 +167,8 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     """Replies to held-out DSTC prompts (packed passages given, no retrieval), through the agent's decoder."""
     from tqdm import tqdm
 
-    from agent.generate import stream_tokens
-    from agent.prompt import Exchange, build_prompt
+    from agent.generation.decoding import stream_tokens
+    from agent.generation.prompt import Exchange, build_prompt
     from retrieval.types import Passage
 
     agent = _agent(name, KBS["kb"][0], args.home)

@@ -15,7 +15,7 @@ Contract
   :func:`index_dir_for` gives each KB path its own folder under a base directory.
 * ``search(query, k)`` / ``search_vector(vec, k)`` return up to ``k`` :class:`~retrieval.types.Hit` values,
   best first (rank 1-based, score = cosine similarity). ``search_conversation(question, history, k)``
-  folds earlier user turns into the query (see :mod:`retrieval.query`).
+  folds earlier user turns into the query (see :mod:`retrieval.followup`).
 * ``KnowledgeIndex.from_passages(passages, model)`` builds an in-memory index (benchmarks, tests).
 """
 
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import faiss
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.query import HistoryMethod
+    from retrieval.followup import HistoryMethod
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +334,9 @@ class KnowledgeIndex:
     ) -> list[Hit]:
         """Search for ``question`` in the context of earlier user turns ``history`` (oldest first).
 
-        Scores are those of :func:`retrieval.query.search_with_history` (cosine plus a context bonus).
+        Scores are those of :func:`retrieval.followup.search_with_history` (cosine plus a context bonus).
         """
-        from retrieval.query import DEFAULT_METHOD, search_with_history
+        from retrieval.followup import DEFAULT_METHOD, search_with_history
 
         return search_with_history(self, question, history, k, method or DEFAULT_METHOD)
 

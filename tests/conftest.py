@@ -37,7 +37,7 @@ def settings(session_home):
 
 @pytest.fixture(scope="session")
 def generator(settings):
-    from agent.model import load_generator
+    from agent.generation.loading import load_generator
 
     return load_generator(settings)
 

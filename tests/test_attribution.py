@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from agent.attribution import METHODS, explain
+from agent.attribution.explanation import Explanation
 from agent.attribution.games import all_masks
 from agent.attribution.rescoring import score_plain, score_subsets
-from agent.explanation import Explanation
-from agent.generate import stream_tokens
-from agent.prompt import build_prompt
+from agent.generation.decoding import stream_tokens
+from agent.generation.prompt import build_prompt
 from agent.settings import PROJECT_ROOT, Settings
 from retrieval.types import Passage
 
@@ -35,7 +35,7 @@ GARDEN = Passage("garden#0", "garden", "Garden Furniture",
 @pytest.fixture(scope="module")
 def gen():
     torch.set_num_threads(1)
-    from agent.model import load_generator
+    from agent.generation.loading import load_generator
 
     return load_generator(Settings())
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import adapter_hash
+from agent.generation.loading import adapter_hash
 from agent.settings import ADAPTERS_DIR
 from tests.conftest import MODELS
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.generate import runaway, stream_tokens
-from agent.prompt import Exchange, build_messages, build_prompt
+from agent.generation.decoding import runaway, stream_tokens
+from agent.generation.prompt import Exchange, build_messages, build_prompt
 from retrieval.types import Passage
 
 PASSAGES = [

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import provision
 from agent.errors import ProvisioningError
-from agent.provision import (
+from agent.generation import provision
+from agent.generation.provision import (
     PRESETS,
     GgufSource,
     fetch_gguf,

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not (SHARED_DATA / "dstc11" / "labels.json").is_
 def dataset(kb_index, tmp_path_factory):
     import torch
 
-    from agent.train_data import DataConfig, build_dataset
+    from agent.training.data import DataConfig, build_dataset
 
     torch.set_num_threads(1)
     cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=40, bitext_n=20,
@@ -30,7 +30,7 @@ def dataset(kb_index, tmp_path_factory):
 
 
 def test_split_by_entity_and_mix(dataset):
-    from agent.train_data import entities
+    from agent.training.data import entities
 
     assert dataset.train and dataset.eval
     assert not entities(dataset.train) & entities(dataset.eval)
@@ -54,7 +54,7 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
     import dataclasses
     import random
 
-    from agent.train_data import (
+    from agent.training.data import (
         _CLOSING_RE,
         _HANDOVER_REPLIES,
         ABSTAIN_RE,
@@ -81,7 +81,12 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
 def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index):
     import random
 
-    from agent.train_data import DataConfig, _kb_answer, build_bitext, strip_citations
+    from agent.training.data import (
+        DataConfig,
+        _kb_answer,
+        build_bitext,
+        strip_citations,
+    )
 
     cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, cache_dir=Path("~/.cache/moments/train").expanduser(),
                      bitext_n=12, bitext_grounded=True)
@@ -96,8 +101,8 @@ def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index):
 
 
 def test_encode_uses_agent_prompt(dataset, generator):
-    from agent.prompt import build_prompt
-    from agent.train_data import encode
+    from agent.generation.prompt import build_prompt
+    from agent.training.data import encode
 
     tok = generator.tokenizer
     ex = next(e for e in dataset.train if e.history)
@@ -113,7 +118,7 @@ def test_encode_uses_agent_prompt(dataset, generator):
 
 
 def _tiny_examples():
-    from agent.train_data import Example
+    from agent.training.data import Example
     from retrieval.types import Passage
 
     ps = [Passage(id="a#0", doc_id="a", title="Returns", text="Items can be returned within 30 days."),
@@ -125,7 +130,7 @@ def _tiny_examples():
 
 @pytest.fixture(scope="module")
 def tiny_run(settings, tmp_path_factory):
-    from agent.train import TrainConfig, train
+    from agent.training.train import TrainConfig, train
 
     run_dir = tmp_path_factory.mktemp("train-run")
     cfg = TrainConfig(models_path=settings.models_dir, run_dir=run_dir, max_steps=6, grad_accum=1, lr=2e-3,
@@ -150,7 +155,7 @@ def test_training_loss_goes_down_and_records(tiny_run):
 def test_resume_continues_from_checkpoint(tiny_run):
     from dataclasses import replace
 
-    from agent.train import train
+    from agent.training.train import train
 
     cfg, record = tiny_run
     more = train(replace(cfg, max_steps=8), examples=_tiny_examples(), sizes={"train": 2})
@@ -163,7 +168,7 @@ def test_save_load_merge_round_trip(tiny_run, settings):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from agent.provision import resolve_model
+    from agent.generation.provision import resolve_model
 
     cfg, _ = tiny_run
     model_dir = resolve_model("smollm2-135m", settings.models_dir)
@@ -186,7 +191,7 @@ SHIPPED = ADAPTERS_DIR / "smollm2-135m-support"
 
 @pytest.mark.skipif(not (SHIPPED / "adapter_config.json").is_file(), reason="no shipped adapter")
 def test_default_agent_has_shipped_adapter(settings):
-    from agent.model import adapter_hash, load_generator
+    from agent.generation.loading import adapter_hash, load_generator
 
     assert settings.adapter == "auto"
     gen = load_generator(settings)
@@ -200,7 +205,7 @@ def test_base_model_stays_selectable_and_the_adapter_is_really_active(settings, 
     """``none`` runs the base model alone; the adapter selected by folder is the default one and changes the logits."""
     import torch
 
-    from agent.model import adapter_hash, load_generator
+    from agent.generation.loading import adapter_hash, load_generator
 
     base = load_generator(settings.model_copy(update={"adapter": "none"}))
     assert base.adapter_id is None and base.adapter_hash is None

@@ -22,8 +22,8 @@ import gradio as gr
 
 from agent.conversation import Conversations
 from agent.errors import MomentsError
+from agent.generation.prompt import Exchange
 from agent.pipeline import Agent
-from agent.prompt import Exchange
 from agent.settings import Settings
 from ui import render
 from ui.review import Review, build_review_tab

@@ -13,12 +13,12 @@ Public API::
 * :mod:`~agent.attribution.surrogate` — ContextCite-style random ablations + Lasso, for large ``k``;
 * :mod:`~agent.attribution.attention` — the attention baseline;
 * :mod:`~agent.attribution.sentences`, :mod:`~agent.attribution.summary` — citations, flags, confidence;
-* :mod:`~agent.attribution.api` — ``explain()``.
+* :mod:`~agent.attribution.builder` — ``explain()``.
 
 Importing this package loads numpy only; torch is imported when a method runs.
 """
 
-from agent.attribution.api import explain
+from agent.attribution.builder import explain
 from agent.attribution.methods import METHODS, MethodResult, Options, register
 
 __all__ = ["METHODS", "MethodResult", "Options", "explain", "register"]

@@ -85,10 +85,10 @@ class _Node:
 
 
 def chain(layout) -> tuple[list[list[int]], list[list[int]]]:
-    """Split a :class:`~agent.prompt.PromptLayout` into ``gaps`` (k + 1 token runs) and ``contents`` (k runs)."""
+    """Split a :class:`~agent.generation.prompt.PromptLayout` into ``gaps`` (k + 1 token runs) and ``contents`` (k runs)."""
     segs, pseg = layout.segments, list(layout.passage_segments)
     if pseg != sorted(pseg):
-        raise ValueError("passage segments are not in prompt order; rebuild the layout with agent.prompt.build_prompt")
+        raise ValueError("passage segments are not in prompt order; rebuild the layout with agent.generation.prompt.build_prompt")
     gaps: list[list[int]] = []
     start = 0
     for s in pseg:

@@ -25,7 +25,7 @@ Contract
 * ``data/kb``: for every chunk of the project's own index, questions written from its article title and section
   heading (never the ``data/eval`` questions), answered by the first sentences of the section with a citation;
   plus gold-removed variants that must abstain.
-* :func:`encode` turns an example into ``(input_ids, labels)`` with the agent's own :func:`agent.prompt.build_prompt`
+* :func:`encode` turns an example into ``(input_ids, labels)`` with the agent's own :func:`agent.generation.prompt.build_prompt`
   and ``-100`` labels on every prompt token, so the loss is on the reply (and its end-of-turn token) only.
 """
 
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.prompt import Exchange, build_prompt
+from agent.generation.prompt import Exchange, build_prompt
 from retrieval.types import Passage
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ def _open_store(settings: Settings):
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from agent.conversation import Conversations
+    from agent.generation.prompt import Exchange
     from agent.pipeline import Agent
-    from agent.prompt import Exchange
 
     settings = _settings(args)
     agent = Agent(settings)
@@ -138,11 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(serve)
     serve.set_defaults(func=cmd_serve)
 
-    # `moments train ...` is dispatched to agent.train.main before parsing (see main); listed here for --help.
+    # `moments train ...` is dispatched to agent.training.train.main before parsing (see main); listed here for --help.
     sub.add_parser("train", help="train the LoRA adapter (moments train --help)", add_help=False)
 
     try:
-        from agent.logs_cli import register
+        from agent.cli.logs import register
     except ImportError:  # pragma: no cover - the store CLI is part of the package
         register = None
     if register is not None:
@@ -153,14 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
-        from agent.train import main as train_main
+        from agent.training.train import main as train_main
 
         return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not hasattr(args, "db_url"):  # the store's handlers (agent.logs_cli) read the resolved URL from args
+    if not hasattr(args, "db_url"):  # the store's handlers (agent.cli.logs) read the resolved URL from args
         args.db_url = _settings(args).db_url
     try:
         return int(args.func(args) or 0)

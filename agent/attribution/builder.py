@@ -1,12 +1,12 @@
-"""``explain()``: run an attribution method on a reply and assemble its :class:`~agent.explanation.Explanation`.
+"""``explain()``: run an attribution method on a reply and assemble its :class:`~agent.attribution.explanation.Explanation`.
 
 Contract
 --------
 ``explain(generator, layout, reply_ids, token_texts, passages, scores, method="shapley", **options)``
 
-* ``layout`` is the :class:`~agent.prompt.PromptLayout` the reply was generated from, ``reply_ids`` the generated
+* ``layout`` is the :class:`~agent.generation.prompt.PromptLayout` the reply was generated from, ``reply_ids`` the generated
   token ids (no stop token) and ``token_texts`` the text each token added (``"".join(token_texts)`` is the reply, as
-  :func:`agent.generate.stream_tokens` yields it). ``passages[j]`` is the passage shown as ``[j+1]`` and
+  :func:`agent.generation.decoding.stream_tokens` yields it). ``passages[j]`` is the passage shown as ``[j+1]`` and
   ``scores[j]`` its retrieval score (``None``/empty when unknown).
 * ``options`` are the fields of :class:`~agent.attribution.methods.Options`; unknown names raise ``ValueError``.
 * The model runs under ``generator.lock`` (do not call while holding it, or pass ``use_lock=False``).
@@ -25,13 +25,13 @@ import numpy as np
 
 from agent.attribution import sentences as sent
 from agent.attribution import summary
-from agent.attribution.methods import METHODS, MethodResult, Options
-from agent.explanation import (
+from agent.attribution.explanation import (
     Explanation,
     PassageCredit,
     SentenceCitation,
     TokenAttribution,
 )
+from agent.attribution.methods import METHODS, MethodResult, Options
 
 log = logging.getLogger(__name__)
 

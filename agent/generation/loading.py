@@ -1,4 +1,4 @@
-"""Loading the generator: base model (via :mod:`agent.provision`) plus an optional LoRA adapter (peft).
+"""Loading the generator: base model (via :mod:`agent.generation.provision`) plus an optional LoRA adapter (peft).
 
 :func:`load_generator` returns a :class:`Generator` holding the model in eval mode, its tokenizer and the ids that
 every stored turn records (model id, adapter id and adapter hash). Loads are cached per (model dir, adapter, quantize)
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ProvisioningError
-from agent.prompt import PROMPT_VERSION
-from agent.provision import resolve_model
+from agent.generation.prompt import PROMPT_VERSION
+from agent.generation.provision import resolve_model
 from agent.settings import ADAPTERS_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class Generator:
     load_seconds: float
     # Serialises use of the model across threads (Gradio workers); torch modules are not re-entrant with caches.
     lock: threading.Lock
-    #: The prompt this generator is run with (:data:`agent.prompt.SYSTEM_PROMPTS`): the adapter's own, if it names
+    #: The prompt this generator is run with (:data:`agent.generation.prompt.SYSTEM_PROMPTS`): the adapter's own, if it names
     #: one in ``moments.json``, else the current default.
     prompt_version: str = PROMPT_VERSION
 

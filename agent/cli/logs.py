@@ -8,7 +8,7 @@
 
 :func:`register` adds the commands to the main CLI's subparsers; each handler takes the parsed ``args`` (with
 ``args.db_url``, the database URL in force, set by the main CLI) and returns an exit code. Store errors propagate as
-:class:`~agent.errors.StoreError` (the main CLI prints them). This module and ``agent/cli.py`` are the only ones
+:class:`~agent.errors.StoreError` (the main CLI prints them). This module and ``agent/cli/main.py`` are the only ones
 that print.
 """
 
