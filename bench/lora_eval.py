@@ -94,7 +94,8 @@ def has_fact(reply: str, fact: str) -> bool:
 def eval_items(n_heldout: int, n_unanswerable: int, n_kb: int | None = None, seed: int = 0) -> list[dict]:
     """The evaluation prompts (same for every model): held-out DSTC, gold-removed variants, kb questions."""
     from agent.settings import DEFAULT_KB, SHARED_DATA, Settings
-    from agent.training.data import DataConfig, build_dstc
+    from agent.training.data import DataConfig
+    from agent.training.dstc import build_dstc
     from retrieval.index import KnowledgeIndex, index_dir_for
     settings = Settings()
     index = KnowledgeIndex.load_or_build(settings.kb_path, index_dir_for(settings.index_dir, settings.kb_path),

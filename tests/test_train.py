@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not (SHARED_DATA / "dstc11" / "labels.json").is_
 def dataset(kb_index, tmp_path_factory):
     import torch
 
-    from agent.training.data import DataConfig, build_dataset
+    from agent.training.data import DataConfig
+    from agent.training.mix import build_dataset
 
     torch.set_num_threads(1)
     cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=40, bitext_n=20,
@@ -60,8 +61,8 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
         ABSTAIN_RE,
         ABSTAIN_REPLIES,
         DataConfig,
-        build_dstc,
     )
+    from agent.training.dstc import build_dstc
 
     for pool in (ABSTAIN_REPLIES, _HANDOVER_REPLIES):
         assert all(ABSTAIN_RE.search(r) for r in pool)
@@ -81,12 +82,9 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
 def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index):
     import random
 
-    from agent.training.data import (
-        DataConfig,
-        _kb_answer,
-        build_bitext,
-        strip_citations,
-    )
+    from agent.training.bitext import build_bitext
+    from agent.training.data import DataConfig, strip_citations
+    from agent.training.kb import _kb_answer
 
     cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, cache_dir=Path("~/.cache/moments/train").expanduser(),
                      bitext_n=12, bitext_grounded=True)

@@ -192,7 +192,8 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if examples is None:
-        from agent.training.data import DataConfig, build_dataset
+        from agent.training.data import DataConfig
+        from agent.training.mix import build_dataset
         from retrieval.index import KnowledgeIndex, index_dir_for
 
         settings = Settings(kb_path=cfg.kb_path)  # the agent's own persisted KB index (built once, reused)
