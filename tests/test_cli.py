@@ -1,4 +1,4 @@
-"""The `moments` console script, run as a real subprocess (real model, real index, real SQLite)."""
+"""The `moments` console script (`ui.cli`), run as a real subprocess (real model, real index, real SQLite)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from tests.conftest import MODELS
 def run_cli(args: list[str], home: Path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "MOMENTS_HOME": str(home), "MOMENTS_MODELS_PATH": str(MODELS),
                "MOMENTS_MAX_NEW_TOKENS": "32", **env}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, check=False,
+    return subprocess.run([sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env=environ)
 
 

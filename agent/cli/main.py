@@ -1,4 +1,5 @@
-"""The ``moments`` command line: ask, index, serve, logs, export.
+"""The agent's command line: ask, index, logs, export, train. ``serve`` needs the UI layer, so :mod:`ui.cli` (the
+``moments`` console script) adds it through :func:`main`'s ``commands`` hook; this layer never imports ``ui``.
 
 This is the only module (with the store's CLI handlers) that prints; everything else logs.
 """
@@ -10,7 +11,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.errors import MomentsError
 from agent.settings import Settings
@@ -18,7 +21,8 @@ from agent.settings import Settings
 log = logging.getLogger("moments")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings in force: ``MOMENTS_*`` variables, overridden by the options given on the command line."""
     overrides = {}
     for name in ("model", "adapter", "kb_path", "top_k", "database_url", "home"):
         value = getattr(args, name, None)
@@ -43,7 +47,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from agent.generation.prompt import Exchange
     from agent.pipeline import Agent
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     agent = Agent(settings)
     store = None if args.no_store else _open_store(settings)
     conversations = Conversations(agent, store)
@@ -81,7 +85,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.index import KnowledgeIndex, index_dir_for
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     kb = Path(args.path).expanduser().resolve()
     started = time.perf_counter()
     target = index_dir_for(settings.index_dir, kb)
@@ -96,25 +100,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from ui.app import serve
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """The options every command that runs the agent shares (each also exists as a ``MOMENTS_*`` variable)."""
+    p.add_argument("--model", help="preset, HF model dir or .gguf (MOMENTS_MODEL)")
+    p.add_argument("--adapter", help="auto, none, name or dir (MOMENTS_ADAPTER)")
+    p.add_argument("--kb", dest="kb_path", type=Path, help="knowledge-base folder (MOMENTS_KB_PATH)")
+    p.add_argument("--top-k", dest="top_k", type=int, help="passages per question (MOMENTS_TOP_K)")
+    p.add_argument("--db", dest="database_url", help="database URL (MOMENTS_DATABASE_URL)")
 
-    serve(_settings(args), host=args.host, port=args.port, share=False)
-    return 0
+
+#: A hook adding commands to the parser's subparsers (see :mod:`ui.cli`).
+Commands = Callable[[Any], None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[Commands] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moments", description="Moments: answers from your knowledge base, "
                                      "explained token by token.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help="preset, HF model dir or .gguf (MOMENTS_MODEL)")
-        p.add_argument("--adapter", help="auto, none, name or dir (MOMENTS_ADAPTER)")
-        p.add_argument("--kb", dest="kb_path", type=Path, help="knowledge-base folder (MOMENTS_KB_PATH)")
-        p.add_argument("--top-k", dest="top_k", type=int, help="passages per question (MOMENTS_TOP_K)")
-        p.add_argument("--db", dest="database_url", help="database URL (MOMENTS_DATABASE_URL)")
 
     ask = sub.add_parser("ask", help="answer one question, streamed, with the passages used")
     ask.add_argument("question")
@@ -123,45 +126,39 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--history", action="append", metavar="QUESTION",
                      help="an earlier question of the conversation (repeatable, oldest first)")
     ask.add_argument("--no-store", action="store_true", help="do not record the turn in the conversation store")
-    common(ask)
+    add_common_options(ask)
     ask.set_defaults(func=cmd_ask)
 
     index = sub.add_parser("index", help="build or rebuild the knowledge-base index of a folder")
     index.add_argument("path", help="folder (or file) of Markdown, text, JSON/JSONL or CSV FAQ files")
     index.add_argument("--force", action="store_true", help="rebuild even if the saved index is current")
-    common(index)
+    add_common_options(index)
     index.set_defaults(func=cmd_index)
-
-    serve = sub.add_parser("serve", help="start the Gradio app (chat and review)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7860)
-    common(serve)
-    serve.set_defaults(func=cmd_serve)
 
     # `moments train ...` is dispatched to agent.training.train.main before parsing (see main); listed here for --help.
     sub.add_parser("train", help="train the LoRA adapter (moments train --help)", add_help=False)
 
-    try:
-        from agent.cli.logs import register
-    except ImportError:  # pragma: no cover - the store CLI is part of the package
-        register = None
-    if register is not None:
-        register(sub)
+    from agent.cli.logs import register
+
+    register(sub)
+    for add in commands:
+        add(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands: Sequence[Commands] = ()) -> int:
+    """Run one command; ``commands`` are hooks adding more (``serve``, from :mod:`ui.cli`). Returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         from agent.training.train import main as train_main
 
         return train_main(argv[1:])
-    parser = build_parser()
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not hasattr(args, "db_url"):  # the store's handlers (agent.cli.logs) read the resolved URL from args
-        args.db_url = _settings(args).db_url
+        args.db_url = settings_from_args(args).db_url
     try:
         return int(args.func(args) or 0)
     except MomentsError as exc:

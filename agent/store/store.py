@@ -34,7 +34,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
 from agent.errors import StoreError
-from agent.settings import Settings
 from agent.store import crud, export, migrate, queries
 from agent.store.db import (
     make_engine,
@@ -117,11 +116,6 @@ class Store:
             except BaseException:
                 self._engine.dispose()
                 raise
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> Store:
-        """The store configured by ``settings`` (``MOMENTS_DATABASE_URL``, else SQLite in the data home)."""
-        return cls(settings.db_url, **kwargs)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
