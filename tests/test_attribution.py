@@ -22,6 +22,8 @@ from agent.generation.prompt import build_prompt
 from agent.settings import PROJECT_ROOT, Settings
 from retrieval.types import Passage
 
+pytestmark = [pytest.mark.slow]
+
 MAX_NEW = 24
 RETURNS = Passage("return-policy#0", "return-policy", "Return Policy",
                   "Return windows\nYou can return most items within 30 days of delivery for a full refund. "

@@ -15,6 +15,8 @@ from agent.generation.loading import adapter_hash
 from agent.settings import ADAPTERS_DIR
 from tests.conftest import MODELS
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 
 def run_cli(args: list[str], home: Path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "MOMENTS_HOME": str(home), "MOMENTS_MODELS_PATH": str(MODELS),

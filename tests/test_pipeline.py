@@ -9,6 +9,8 @@ from agent.generation.prompt import Exchange
 from agent.pipeline import Agent
 from tests.conftest import make_settings
 
+pytestmark = [pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def short_agent(session_home, generator, kb_index):

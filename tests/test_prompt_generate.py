@@ -1,4 +1,4 @@
-"""Prompt layout (exact passage spans, ablation) and streamed generation, on the real tokenizer and model."""
+"""Prompt layout (exact passage spans, ablation) on the real tokenizer; streamed generation on the real model."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ PASSAGES = [
 ]
 
 
-def test_segments_match_joint_tokenization(generator):
-    tok = generator.tokenizer
+def test_segments_match_joint_tokenization(tokenizer):
+    tok = tokenizer
     layout = build_prompt(tok, "How long do I have to return an item?", PASSAGES,
                           [Exchange("hi", "Hello! How can I help?")])
     text = tok.apply_chat_template(build_messages("How long do I have to return an item?", PASSAGES,
@@ -27,19 +27,20 @@ def test_segments_match_joint_tokenization(generator):
         assert tok.decode(layout.input_ids[start:end]).strip() == f"{p.title}\n{p.text}".strip()
 
 
-def test_ablation_removes_exactly_the_passage_tokens(generator):
-    layout = build_prompt(generator.tokenizer, "q?", PASSAGES)
+def test_ablation_removes_exactly_the_passage_tokens(tokenizer):
+    layout = build_prompt(tokenizer, "q?", PASSAGES)
     spans = layout.passage_spans
     full = layout.input_ids
     for j, (start, end) in enumerate(spans):
         keep = [i for i in range(3) if i != j]
         assert layout.ids(keep) == full[:start] + full[end:]
-    empty = generator.tokenizer.decode(layout.ids([]))
+    empty = tokenizer.decode(layout.ids([]))
     assert "[1]" in empty and "[2]" in empty and "[3]" in empty  # headers stay
     assert "30 days" not in empty and "$5.95" not in empty
     assert len(layout.ids([])) == len(full) - sum(e - s for s, e in spans)
 
 
+@pytest.mark.slow
 def test_stream_concatenates_to_the_decoded_reply(generator):
     layout = build_prompt(generator.tokenizer, "How long do I have to return an item?", PASSAGES)
     steps = list(stream_tokens(generator.model, generator.tokenizer, layout.input_ids, max_new_tokens=24))

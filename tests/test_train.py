@@ -13,20 +13,26 @@ import pytest
 
 from agent.settings import ADAPTERS_DIR, DEFAULT_KB, SHARED_DATA
 
-pytestmark = pytest.mark.skipif(not (SHARED_DATA / "dstc11" / "labels.json").is_file(),
-                                reason="../shared/data is not available")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
+              pytest.mark.skipif(not (SHARED_DATA / "dstc11" / "labels.json").is_file(),
+                                 reason="../shared/data is not available")]
 
 
 @pytest.fixture(scope="module")
-def dataset(kb_index, tmp_path_factory):
+def train_cache(tmp_path_factory) -> Path:
+    """The data builder's embedding cache, in a temporary folder (never under ``~``)."""
+    return tmp_path_factory.mktemp("train-cache")
+
+
+@pytest.fixture(scope="module")
+def dataset(kb_index, train_cache):
     import torch
 
     from agent.training.data import DataConfig
     from agent.training.mix import build_dataset
 
     torch.set_num_threads(1)
-    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=40, bitext_n=20,
-                     cache_dir=Path("~/.cache/moments/train").expanduser())
+    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=40, bitext_n=20, cache_dir=train_cache)
     return build_dataset(cfg, index=kb_index)
 
 
@@ -50,7 +56,7 @@ def test_split_by_entity_and_mix(dataset):
     assert not kb_eval & {e.question.lower() for e in dataset.train}
 
 
-def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
+def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset, train_cache):
     """Fixed hand-over strings made greedy decoding collapse onto them (session 2); the pools are varied now."""
     import dataclasses
     import random
@@ -70,7 +76,7 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
     unans = [e.answer for e in dataset.train + dataset.eval if not e.answerable]
     assert set(unans) <= set(ABSTAIN_REPLIES) and len(set(unans)) >= 3
     cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=300, bitext_n=0, chitchat_rate=1.0,
-                     cache_dir=Path("~/.cache/moments/train").expanduser())
+                     cache_dir=train_cache)
     with_handover = [e for e in build_dstc(cfg, random.Random(0))[0] if e.source == "dstc11-chitchat"]
     assert any(not _CLOSING_RE.search(e.question) for e in with_handover)  # requests are kept and handed over
     closings_only = [e for e in build_dstc(dataclasses.replace(cfg, handover_chitchat=False), random.Random(0))[0]
@@ -79,15 +85,15 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
     assert all(_CLOSING_RE.search(e.question) and not ABSTAIN_RE.search(e.answer) for e in closings_only)
 
 
-def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index):
+def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index, train_cache):
     import random
 
     from agent.training.bitext import build_bitext
     from agent.training.data import DataConfig, strip_citations
     from agent.training.kb import _kb_answer
 
-    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, cache_dir=Path("~/.cache/moments/train").expanduser(),
-                     bitext_n=12, bitext_grounded=True)
+    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, cache_dir=train_cache, bitext_n=12,
+                     bitext_grounded=True)
     out = build_bitext(cfg, random.Random(0), kb_index)
     assert len(out) == 12
     for e in out:
