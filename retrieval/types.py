@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 
@@ -35,3 +36,12 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 4), **self.passage.to_dict()}
+
+
+def best_score(hits: Iterable[Hit]) -> float:
+    """The best retrieval score among ``hits`` (0 when there is none): what abstention compares with its threshold.
+
+    The best is taken over all hits, not the first one: follow-up search ranks by score plus a context bonus, so a
+    lower rank can carry a slightly higher cosine (see :mod:`retrieval.followup`).
+    """
+    return max((h.score for h in hits), default=0.0)

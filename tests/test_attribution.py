@@ -99,6 +99,26 @@ def test_prefix_trie_equals_plain_forward_passes(gen, returns_turn, plain_table)
     assert exp.forward_passes == table.forward_passes and exp.tokens_rescored == table.tokens_rescored
 
 
+def test_the_kept_table_explains_the_reply_again_without_the_model(gen, returns_turn):
+    """attribute() hands back the subset table; packed (float16) and unpacked, it gives the same explanation, and
+    leave-one-out, with no model call."""
+    from agent.attribution import attribute, reexplain
+    from agent.attribution.rescoring import pack_table, unpack_table
+
+    layout, ids, texts, passages, exp = returns_turn
+    explained, table = attribute(gen, layout, ids, texts, list(passages), [0.71, 0.32, 0.05])
+    assert explained.matrix("shapley") == exp.matrix("shapley")  # the same explanation as explain()
+    assert len(table.masks) == 1 << len(passages) and table.logp.shape == (8, len(ids))
+    stored = unpack_table(pack_table(table))
+    redone = reexplain(stored, gen.tokenizer, ids, texts, list(passages), [0.71, 0.32, 0.05])
+    assert redone.forward_passes == 0 and redone.estimator == "exact"
+    assert np.abs(np.array(redone.matrix("shapley")) - np.array(exp.matrix("shapley"))).max() < 0.05  # float16
+    assert [t.top_passage for t in redone.tokens] == [t.top_passage for t in exp.tokens]
+    assert [t.alternatives[0][0] for t in redone.tokens] == [t.alternatives[0][0] for t in exp.tokens]
+    loo = reexplain(stored, gen.tokenizer, ids, texts, list(passages), [0.71, 0.32, 0.05], method="loo")
+    assert np.abs(np.array(loo.matrix("loo")) - np.array(exp.matrix("loo"))).max() < 0.05
+
+
 def test_loo_against_direct_recomputation(returns_turn, plain_table):
     """loo[t, j] == logp[all] - logp[all without j], both from one plain forward pass each (header [j+1] kept)."""
     _, _, _, passages, exp = returns_turn

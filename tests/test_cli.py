@@ -55,6 +55,21 @@ def test_ask_json_shape_and_store(cli_home, kb_index):
     assert out["conversation_id"] in logs.stdout
 
 
+def test_ask_continues_a_stored_conversation(cli_home):
+    """--conversation reads the history from the store (the one source of history, as for the UI and the API)."""
+    first = json.loads(run_cli(["ask", "How do gift cards work?", "--json"], cli_home).stdout)
+    prefix = first["conversation_id"][:8]
+    follow = run_cli(["ask", "do they expire?", "--json", "--conversation", prefix], cli_home)
+    assert follow.returncode == 0, follow.stderr
+    out = json.loads(follow.stdout)
+    assert out["conversation_id"] == first["conversation_id"]
+    assert out["passages"][0]["doc_id"] == "gift-cards"
+    alone = json.loads(run_cli(["ask", "do they expire?", "--json", "--no-store"], cli_home).stdout)
+    assert out["prompt_tokens"] > alone["prompt_tokens"] + 10  # the earlier exchange is in the prompt
+    refused = run_cli(["ask", "do they expire?", "--no-store", "--conversation", prefix], cli_home, timeout=120)
+    assert refused.returncode == 2 and "needs the store" in refused.stderr
+
+
 def test_ask_text_prints_answer_and_numbered_passages(cli_home):
     proc = run_cli(["ask", "Do gift cards expire?", "--no-store"], cli_home)
     assert proc.returncode == 0, proc.stderr

@@ -40,6 +40,20 @@ def test_ablation_removes_exactly_the_passage_tokens(tokenizer):
     assert len(layout.ids([])) == len(full) - sum(e - s for s, e in spans)
 
 
+def test_a_turn_keeps_the_prompt_layout_exactly(tokenizer):
+    """A turn stores the prompt as token ids and passage spans; the layout rebuilt from them is the same layout."""
+    from agent.turn import TurnResult
+
+    layout = build_prompt(tokenizer, "How long do I have to return an item?", PASSAGES,
+                          [Exchange("hi", "Hello! How can I help?")])
+    turn = TurnResult(question="q")
+    turn.use_prompt(layout)
+    rebuilt = turn.layout
+    assert rebuilt.segments == layout.segments and rebuilt.passage_segments == layout.passage_segments
+    assert rebuilt.passage_spans == layout.passage_spans and turn.prompt_tokens == len(layout)
+    assert all(rebuilt.ids(keep) == layout.ids(keep) for keep in ([], [0], [1, 2], None))
+
+
 @pytest.mark.slow
 def test_stream_concatenates_to_the_decoded_reply(generator):
     layout = build_prompt(generator.tokenizer, "How long do I have to return an item?", PASSAGES)

@@ -31,41 +31,39 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _open_store(settings: Settings):
-    """The conversation store, or None (with a warning) when it cannot be opened."""
-    try:
-        from agent.store import Store
-
-        return Store(settings.db_url)
-    except MomentsError as exc:
-        print(f"warning: this turn will not be stored: {exc}", file=sys.stderr)
-        return None
-
-
 def cmd_ask(args: argparse.Namespace) -> int:
-    from agent.conversation import Conversations
-    from agent.generation.prompt import Exchange
+    from agent.conversation import ConversationRunner, try_open_store
     from agent.pipeline import Agent
 
     settings = settings_from_args(args)
     agent = Agent(settings)
-    store = None if args.no_store else _open_store(settings)
-    conversations = Conversations(agent, store)
-    history = [Exchange(user=h, assistant="") for h in args.history or []]
+    store = None
+    if not args.no_store:
+        store, why = try_open_store(settings)
+        if store is None:
+            print(f"warning: this turn will not be stored: {why}", file=sys.stderr)
+    runner = ConversationRunner(agent, store)
     agent.validate(args.question)
+    if args.conversation and store is None:
+        raise MomentsError("--conversation continues a stored conversation: it needs the store (drop --no-store)")
+    cid = runner.resolve(args.conversation) if args.conversation else None
     agent.warm_up()  # load (first run: provision) before the turn, so its timings are the turn's own
-    cid = conversations.start(channel="cli", title=args.question[:120])
+    cid = cid or runner.start(channel="cli")
     result = None
-    for event in conversations.stream(cid, args.question, history, explain=args.explain):
+    for event in runner.stream(cid, args.question, explain=args.explain):
         if event.kind == "token" and not args.json:
             print(event.text, end="", flush=True)
         elif event.kind == "done":
             result = event.result
     assert result is not None
     if args.json:
-        payload = result.to_dict()
-        print(json.dumps(payload, ensure_ascii=False, indent=2))
-        return 0
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_result(result, settings)
+    return 0
+
+
+def _print_result(result, settings: Settings) -> None:
     print()
     if result.abstained:
         print(f"(abstained: best retrieval score {result.best_score:.3f} < threshold {settings.abstain_threshold})")
@@ -76,10 +74,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(f"\nretrieval {t.get('retrieval_ms', 0):.0f} ms, generation {t.get('generation_ms', 0):.0f} ms "
           f"({len(result.token_ids)} tokens), model {result.versions.get('base_model')}"
           f"{' + ' + result.versions['adapter'] if result.versions.get('adapter') else ''}")
+    if result.conversation_id:
+        print(f"conversation {result.conversation_id} (continue it with --conversation {result.conversation_id[:8]})")
     if result.explanation is not None:
         print("\nExplanation:")
         print(result.explanation.render_text())
-    return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -123,8 +122,9 @@ def build_parser(commands: Sequence[Commands] = ()) -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead")
     ask.add_argument("--explain", action="store_true", help="attribute every reply token to the passages")
-    ask.add_argument("--history", action="append", metavar="QUESTION",
-                     help="an earlier question of the conversation (repeatable, oldest first)")
+    ask.add_argument("--conversation", metavar="ID",
+                     help="continue this stored conversation (its id, or the start of one, as `moments logs` "
+                     "prints it): its recent exchanges are the history")
     ask.add_argument("--no-store", action="store_true", help="do not record the turn in the conversation store")
     add_common_options(ask)
     ask.set_defaults(func=cmd_ask)

@@ -8,7 +8,8 @@
 All tables live in :data:`StoreModel.metadata` (not SQLModel's global one). Datetimes are timezone-aware UTC on both
 back ends (:class:`UTCDateTime`); JSON columns use SQLAlchemy's portable ``JSON`` type. The schema is created and
 changed only by the Alembic revisions in ``agent/store/migrations/versions`` (keep them in step with this module:
-``tests/test_store_migrations.py`` compares the two).
+``tests/test_store_migrations.py`` compares the two). The table of explanations is :class:`ExplanationRow` (the
+explanation value itself is :class:`agent.attribution.explanation.Explanation`, kept in its ``data`` column).
 """
 
 from __future__ import annotations
@@ -18,27 +19,35 @@ import uuid
 from datetime import UTC, date, datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BeforeValidator, field_validator, model_validator
-from sqlalchemy import JSON, Dialect, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Dialect,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
-Channel = Literal["ui", "api", "cli"]
-ConversationStatus = Literal["open", "abstained", "escalated", "resolved"]
-Role = Literal["user", "assistant"]
-TurnStatus = Literal["ok", "abstained", "error"]
-FeedbackSource = Literal["operator", "reviewer", "api"]
-Rating = Literal["up", "down"]
-Reason = Literal["wrong source", "incomplete", "outdated", "other"]
-
-CHANNELS: tuple[str, ...] = get_args(Channel)
-CONVERSATION_STATUSES: tuple[str, ...] = get_args(ConversationStatus)
-TURN_STATUSES: tuple[str, ...] = get_args(TurnStatus)
-FEEDBACK_SOURCES: tuple[str, ...] = get_args(FeedbackSource)
-RATINGS: tuple[str, ...] = get_args(Rating)
-REASONS: tuple[str, ...] = get_args(Reason)
+from agent.vocabulary import (  # noqa: F401 - re-exported: the store's vocabularies are the project's
+    CHANNELS,
+    CONVERSATION_STATUSES,
+    FEEDBACK_SOURCES,
+    RATINGS,
+    REASONS,
+    TURN_STATUSES,
+    Channel,
+    ConversationStatus,
+    FeedbackSource,
+    Rating,
+    Reason,
+    TurnStatus,
+)
 
 
 def json_safe(value: Any) -> Any:
@@ -237,7 +246,10 @@ class ExplanationBase(StoreModel):
     top_doc_id: str | None = Field(default=None, max_length=255, index=True)
 
 
-class Explanation(ExplanationBase, table=True):
+class ExplanationRow(ExplanationBase, table=True):
+    """The table of explanations (named apart from the value :class:`agent.attribution.explanation.Explanation`,
+    which its ``data`` column holds as JSON)."""
+
     __tablename__ = "explanation"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -253,6 +265,39 @@ class ExplanationPublic(ExplanationBase):
     id: int
     turn_id: int
     created_at: datetime
+
+
+# --- TurnTokens -----------------------------------------------------------------------------------------------
+
+
+class TurnTokensBase(StoreModel):
+    """What an answer needs to be explained again later without the model's 2^k passes (revision 0003)."""
+
+    #: the prompt's token ids, and the ``[start, end)`` token span of each passage's content in it
+    prompt_ids: list[int] = Field(default_factory=list, sa_type=JSON)
+    passage_spans: list[list[int]] = Field(default_factory=list, sa_type=JSON)
+    #: the reply's token ids (no stop token) and the text each one added
+    reply_ids: list[int] = Field(default_factory=list, sa_type=JSON)
+    reply_texts: list[str] = Field(default_factory=list, sa_type=JSON)
+    #: log p of every reply token under each scored passage subset (:func:`agent.attribution.rescoring.pack_table`:
+    #: float16, compressed); None when the turn was not explained with a table-based method
+    subsets: bytes | None = Field(default=None, sa_type=LargeBinary)
+
+
+class TurnTokens(TurnTokensBase, table=True):
+    __tablename__ = "turn_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    turn_id: int = Field(foreign_key="turn.id", ondelete="CASCADE", unique=True, index=True)
+
+
+class TurnTokensCreate(TurnTokensBase):
+    pass
+
+
+class TurnTokensPublic(TurnTokensBase):
+    id: int
+    turn_id: int
 
 
 # --- Feedback -------------------------------------------------------------------------------------------------
@@ -319,3 +364,45 @@ class ConversationDetail(ConversationPublic):
     """One conversation with all its turns, each with its passages, explanation and feedback (a replay)."""
 
     turns: list[TurnPublic] = Field(default_factory=list)
+
+
+# --- Statistics -----------------------------------------------------------------------------------------------
+
+
+class DocumentCount(StoreModel):
+    doc_id: str
+    answers: int
+
+
+class WeakRetrieval(StoreModel):
+    """An answer whose best passage scored below the weak-retrieval threshold, with the question it answered."""
+
+    conversation_id: str
+    turn_id: int
+    question: str | None
+    best_score: float
+
+
+class StatsPublic(StoreModel):
+    """Aggregate figures over a set of conversations (``moments logs stats``, the review tab's summary line).
+    Rates are None when there is nothing to divide by; ``thumbs_ratio`` is up ÷ (up + down)."""
+
+    conversations: int
+    turns: int
+    questions: int
+    answers: int
+    abstained: int
+    abstain_rate: float | None
+    errors: int
+    error_rate: float | None
+    escalated: int
+    escalation_rate: float | None
+    thumbs_up: int
+    thumbs_down: int
+    thumbs_ratio: float | None
+    mean_confidence: float | None
+    mean_grounded_share: float | None
+    top_cited_documents: list[DocumentCount]
+    top_retrieved_documents: list[DocumentCount]
+    weak_retrieval_threshold: float
+    weak_retrieval: list[WeakRetrieval]
