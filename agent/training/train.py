@@ -89,16 +89,13 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------ pieces
 
 def load_base(cfg: TrainConfig):
-    """The base causal LM (fp32, eager attention) and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """The base causal LM (fp32, eager attention) and its tokenizer, loaded as the agent loads them."""
+    from agent.generation.loading import load_base_model
     from agent.generation.provision import resolve_model
 
     settings = Settings(model=cfg.model, models_path=cfg.models_path) if cfg.models_path else Settings(model=cfg.model)
     model_dir = resolve_model(cfg.model, settings.models_dir)
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager")
+    model, tok = load_base_model(model_dir)
     return model, tok, model_dir
 
 
@@ -192,25 +189,7 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if examples is None:
-        from agent.training.data import DataConfig
-        from agent.training.mix import build_dataset
-        from retrieval.index import KnowledgeIndex, index_dir_for
-
-        settings = Settings(kb_path=cfg.kb_path)  # the agent's own persisted KB index (built once, reused)
-        index = KnowledgeIndex.load_or_build(settings.kb_path, index_dir_for(settings.index_dir, settings.kb_path),
-                                             settings.embedder, settings.chunk_tokens, progress=False)
-        if cfg.recipe == "facts":
-            from agent.training.facts import FactConfig, build_facts
-
-            data = build_facts(FactConfig(shared_data=Path(cfg.shared_data), k=cfg.k, seed=cfg.seed,
-                                          unanswerable_rate=cfg.unanswerable_rate), kb_index=index)
-        else:
-            data = build_dataset(DataConfig(shared_data=Path(cfg.shared_data), kb_path=Path(cfg.kb_path),
-                                            cache_dir=run_dir.parent, k=cfg.k, seed=cfg.seed,
-                                            unanswerable_rate=cfg.unanswerable_rate,
-                                            handover_chitchat=cfg.handover_chitchat,
-                                            bitext_grounded=cfg.bitext_grounded), index=index)
-        examples, sizes = data.train, data.sizes
+        examples, sizes = build_examples(cfg, run_dir)
     if cfg.limit_examples:
         examples = examples[: cfg.limit_examples]
     model, tok, model_dir = load_base(cfg)
@@ -220,15 +199,7 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
     data_seconds = time.time() - started
     model = add_lora(model, cfg)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    state = {"step": 0, "losses": [], "seconds": 0.0}
-    if cfg.resume:
-        loaded = _load_checkpoint(run_dir, model, opt, sched)
-        if loaded:
-            state = loaded
-            log.info("resuming %s at step %d", run_dir, state["step"])
+    params, opt, sched, state = _optimizer(cfg, model, run_dir)
     order = list(range(len(encoded)))
     random.Random(cfg.seed).shuffle(order)
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not cfg.progress)
@@ -264,20 +235,65 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
     bar.close()
     record = _record(cfg, state, sizes, len(encoded), data_seconds, model_dir, stopped_early)
     if not stopped_early:
-        adapter_dir = run_dir / "adapter"
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        model.save_pretrained(str(adapter_dir))
-        (adapter_dir / "moments.json").write_text(json.dumps(
-            {"prompt_version": PROMPT_VERSION, "recipe": cfg.recipe, "base_model": cfg.model}, indent=1) + "\n")
-        record["adapter_dir"] = str(adapter_dir)
-        if cfg.output:
-            out = Path(cfg.output)
-            out.mkdir(parents=True, exist_ok=True)
-            for f in ("adapter_config.json", "adapter_model.safetensors", "moments.json"):
-                shutil.copy2(adapter_dir / f, out / f)
-            record["output"] = str(out)
+        _save_adapter(cfg, run_dir, model, record)
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
     return record
+
+
+def build_examples(cfg: TrainConfig, run_dir: Path) -> tuple[list, dict]:
+    """The training examples of ``cfg.recipe`` and their sizes, over the agent's own persisted KB index (built
+    once, reused)."""
+    from agent.training.data import DataConfig
+    from agent.training.mix import build_dataset
+    from retrieval.index import KnowledgeIndex, index_dir_for
+
+    settings = Settings(kb_path=cfg.kb_path)
+    index = KnowledgeIndex.load_or_build(settings.kb_path, index_dir_for(settings.index_dir, settings.kb_path),
+                                         settings.embedder, settings.chunk_tokens, progress=False)
+    if cfg.recipe == "facts":
+        from agent.training.facts import FactConfig, build_facts
+
+        data = build_facts(FactConfig(shared_data=Path(cfg.shared_data), k=cfg.k, seed=cfg.seed,
+                                      unanswerable_rate=cfg.unanswerable_rate), kb_index=index)
+    else:
+        data = build_dataset(DataConfig(shared_data=Path(cfg.shared_data), kb_path=Path(cfg.kb_path),
+                                        cache_dir=run_dir.parent, k=cfg.k, seed=cfg.seed,
+                                        unanswerable_rate=cfg.unanswerable_rate,
+                                        handover_chitchat=cfg.handover_chitchat,
+                                        bitext_grounded=cfg.bitext_grounded), index=index)
+    return data.train, data.sizes
+
+
+def _optimizer(cfg: TrainConfig, model, run_dir: Path):
+    """The trainable parameters, AdamW, the LR schedule and the run state (resumed from the checkpoint if any)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    state = {"step": 0, "losses": [], "seconds": 0.0}
+    if cfg.resume:
+        loaded = _load_checkpoint(run_dir, model, opt, sched)
+        if loaded:
+            state = loaded
+            log.info("resuming %s at step %d", run_dir, state["step"])
+    return params, opt, sched, state
+
+
+def _save_adapter(cfg: TrainConfig, run_dir: Path, model, record: dict) -> None:
+    """Save the final adapter (with the prompt version and recipe it was trained with) and copy it to ``output``."""
+    adapter_dir = run_dir / "adapter"
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    model.save_pretrained(str(adapter_dir))
+    (adapter_dir / "moments.json").write_text(json.dumps(
+        {"prompt_version": PROMPT_VERSION, "recipe": cfg.recipe, "base_model": cfg.model}, indent=1) + "\n")
+    record["adapter_dir"] = str(adapter_dir)
+    if cfg.output:
+        out = Path(cfg.output)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("adapter_config.json", "adapter_model.safetensors", "moments.json"):
+            shutil.copy2(adapter_dir / f, out / f)
+        record["output"] = str(out)
 
 
 def _record(cfg: TrainConfig, state: dict, sizes: dict | None, n_encoded: int, data_seconds: float,
