@@ -44,7 +44,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from retrieval.embedder import normalise
-from retrieval.types import Hit, Passage
+from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class HistoryMethod:
 
     kind: MethodKind = "context"
     #: Earlier user turns used, most recent first.
-    turns: int = 3
+    turns: int = DEFAULT_HISTORY_TURNS
     #: Weight of the i-th most recent turn relative to the question: ``decay ** i`` (i from 0).
     decay: float = 0.8
     #: "context": weight of the document-context bonus; "vector_sum": weight of the turns' vectors.

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+#: Earlier user turns a follow-up search takes into account by default (``agent.settings.Settings.history_turns``,
+#: the agent's one history limit, starts from this value and is passed to the search).
+DEFAULT_HISTORY_TURNS = 3
+
 
 @dataclass(frozen=True)
 class Passage:

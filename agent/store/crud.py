@@ -26,8 +26,8 @@ from agent.store.models import (
     Turn,
     TurnTokens,
     TurnTokensCreate,
-    utcnow,
 )
+from agent.store.types import utcnow
 from agent.vocabulary import FINAL_STATUSES
 
 TITLE_CHARS = 120

@@ -47,11 +47,11 @@ from agent.store.models import (
     TurnPublic,
     TurnTokens,
     TurnTokensPublic,
-    utcnow,
 )
 from agent.store.queries import ConversationFilter
 from agent.store.transactions import Database, validated
 from agent.store.turns import AnswerRows, answer_rows, explanation_row, turn_result
+from agent.store.types import utcnow
 from agent.turn import TurnResult
 
 log = logging.getLogger(__name__)
