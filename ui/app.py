@@ -64,19 +64,20 @@ class MomentsApp:
         return cid
 
     # --------------------------------------------------------------------------------------- chat tab
-    def chat(self, message: str, history: list[dict], state: dict, explain: bool):
-        """Streamed chat turn: yields (textbox, chatbot, passages html, explanation html, state)."""
+    def chat(self, message: str, messages: list[dict], state: dict, explain: bool):
+        """Streamed chat turn: yields (textbox, chatbot, passages html, explanation html, state). ``messages`` is what
+        the chatbot shows; the conversation's history comes from the store."""
         state = state or new_state()
-        history = list(history or [])
+        messages = list(messages or [])
         try:
             question = self.agent.validate(message)
             cid = self._conversation(state, channel="ui")
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        history.append({"role": "user", "content": render.esc(question)})
-        history.append({"role": "assistant", "content": ""})
+        messages.append({"role": "user", "content": render.esc(question)})
+        messages.append({"role": "assistant", "content": ""})
         passages_html, explanation_html, answer = "", "<i>Thinking…</i>", ""
-        yield "", history, passages_html, explanation_html, state
+        yield "", messages, passages_html, explanation_html, state
         try:
             for event in self.runner.stream(cid, question, explain=explain):
                 if event.kind == "retrieved":
@@ -84,7 +85,7 @@ class MomentsApp:
                     explanation_html = "<i>Writing the answer…</i>"
                 elif event.kind == "token":
                     answer += event.text
-                    history[-1] = {"role": "assistant", "content": render.esc(answer)}
+                    messages[-1] = {"role": "assistant", "content": render.esc(answer)}
                 elif event.kind == "explaining":
                     k = len(event.result.hits)
                     explanation_html = (f"<i>Explaining: re-scoring the reply under all {2 ** k} subsets of the "
@@ -93,19 +94,19 @@ class MomentsApp:
                     result = event.result
                     explanation_html = render.explanation_html(result)
                     passages_html = render.passages_html(result.hits, render.passage_credits(result.explanation))
-                    history[-1] = {"role": "assistant", "content": render.esc(result.answer)}
+                    messages[-1] = {"role": "assistant", "content": render.esc(result.answer)}
                     if result.turn_id is not None:
-                        state["turn_ids"][str(len(history) - 1)] = result.turn_id
-                yield "", history, passages_html, explanation_html, state
+                        state["turn_ids"][str(len(messages) - 1)] = result.turn_id
+                yield "", messages, passages_html, explanation_html, state
         except MomentsError as exc:
-            history[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
-            yield "", history, passages_html, render.error_html(str(exc)), state
+            messages[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
+            yield "", messages, passages_html, render.error_html(str(exc)), state
         except Exception as exc:
             log.exception("chat turn failed")
             msg = f"Something went wrong while answering ({type(exc).__name__}: {exc}). Your message was kept; " \
                   "try again or start a new conversation."
-            history[-1] = {"role": "assistant", "content": render.esc(f"⚠ {msg}")}
-            yield "", history, passages_html, render.error_html(msg), state
+            messages[-1] = {"role": "assistant", "content": render.esc(f"⚠ {msg}")}
+            yield "", messages, passages_html, render.error_html(msg), state
 
     def like(self, state: dict, data: gr.LikeData) -> str:
         """Thumbs on a bot message → feedback on its stored turn."""
