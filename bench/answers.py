@@ -193,7 +193,7 @@ def score_kb(questions: list[dict], rows: list[dict]) -> dict:
     pairs = [(q, by_id[q["id"]]) for q in questions if q["id"] in by_id]
     ans = [(q, r) for q, r in pairs if q["answerable"] and q["facts"]]
     unans = [(q, r) for q, r in pairs if not q["answerable"]]
-    handed = lambda r: r["abstained_by_threshold"] or is_handover(r["reply"])  # noqa: E731
+    handed = lambda r: r["abstained_by_threshold"] or is_handover(r["reply"])
     correct = [all(has_fact(r["reply"], f) for f in q["facts"]) for q, r in ans]
     citing = [(q, r) for q, r in ans if citations(r["reply"]) and not handed(r)]
 
@@ -283,8 +283,8 @@ def markdown(report: dict) -> str:
     for kb in report["kbs"]:
         res = report["results"][kb]
         first = res[names[0]]
-        out += [f"## {kb}: {report['kb_desc'][kb.split(' ')[0]]} ({first['n_answerable']} answerable, "
-                f"{first['n_unanswerable']} unanswerable)", "",
+        out += [(f"## {kb}: {report['kb_desc'][kb.split(' ')[0]]} ({first['n_answerable']} answerable, "
+                 f"{first['n_unanswerable']} unanswerable)"), "",
                 "| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for key, label in ROWS:
             out.append(f"| {label} | " + " | ".join(str(res[n].get(key, "—")) for n in names) + " |")
@@ -298,8 +298,8 @@ def markdown(report: dict) -> str:
         out.append("")
     if report.get("latency"):
         lat = report["latency"]
-        out += [f"## Latency, side by side ({report['settings'].get('latency_rounds')} alternating rounds, "
-                "data/kb questions, seconds: median [min–max])", "",
+        out += [(f"## Latency, side by side ({report['settings'].get('latency_rounds')} alternating rounds, "
+                 "data/kb questions, seconds: median [min–max])"), "",
                 "| config | first token | full reply |", "|---|---|---|"]
         for n, v in lat.items():
             f, g = v["first_token"], v["full_reply"]

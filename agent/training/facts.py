@@ -56,10 +56,10 @@ from retrieval.types import Passage
 
 log = logging.getLogger(__name__)
 
-_STOP = set("a an the is are was were do does did can could i you we they it of to in on at for with and or my your "
+_STOP = set("a an the is are was were do does did can could i you we they it of to in on at for with and or my your "  # noqa: SIM905
             "there this that be have has what when where how which who any me our us will would should".split())
 #: Words too generic to decide that two FAQs are about the same topic.
-_GENERIC = set("available offer offers provide provided allowed allow service services free there here hotel "
+_GENERIC = set("available offer offers provide provided allowed allow service services free there here hotel "  # noqa: SIM905
                "restaurant guest guests place property location stay room rooms get need".split())
 _HEADINGS = ("Good to know", "Policies", "Facilities", "Details", "Before you visit", "Services", "Practical information",
              "Frequently asked", "At a glance", "Rules and amenities")
