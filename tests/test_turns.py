@@ -128,3 +128,22 @@ def test_a_stored_turn_is_explained_again_without_the_model(store, session_home)
     plain = store.add_turn(cid, TurnResult(question="q", answer="a"))
     with pytest.raises(Exception, match="no stored subset table"):
         runner.reexplain(plain)
+
+
+def test_purging_a_conversation_takes_its_tokens_with_it(store):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    result = explained_turn()
+    cid = store.start_conversation(channel="api")
+    store.add_user_turn(cid, text=result.question)
+    store.add_turn(cid, result)
+    with store.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM turn_tokens")).scalar_one() == 1
+        conn.execute(text("UPDATE conversation SET updated_at = :t"),
+                     {"t": datetime.now(UTC).replace(tzinfo=None) - timedelta(days=100)})
+        conn.commit()
+    assert store.purge(timedelta(days=90)) == 1
+    with store.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM turn_tokens")).scalar_one() == 0

@@ -13,8 +13,11 @@ Contract:
 * Invalid arguments (unknown status, channel, rating...) raise :class:`InvalidInputError` (a ``StoreError`` and a
   ``ValueError``) before anything is written; a missing conversation or turn raises :class:`NotFoundError` (a
   ``StoreError`` and a ``LookupError``). Values that cannot be stored as JSON at all raise ``TypeError``.
-* Reads return public models (``ConversationPublic``, ``ConversationDetail``, ``TurnPublic``), never ORM objects.
-* A ``Store`` is safe to share between threads (one engine, a session per call).
+* Reads return public models (``ConversationPublic``, ``ConversationDetail``, ``TurnPublic``, ``StatsPublic``),
+  never ORM objects. A finished turn goes in as the agent's :class:`~agent.turn.TurnResult` (:meth:`Store.add_turn`,
+  with its prompt/reply token ids and subset table) and comes back as one (:meth:`Store.get_result`);
+  :meth:`Store.add_assistant_turn` is the same write from plain values (tools, tests).
+* A ``Store`` is safe to share between threads (one engine, a session per call); the store knows no settings.
 """
 
 from __future__ import annotations
