@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-test run test bench
+.PHONY: install install-test run test test-fast bench
 
 install:
 	$(PIP) install -e .
@@ -16,6 +16,10 @@ run: install
 
 test: install-test
 	$(PYTHON) -m pytest -q tests
+
+# the fast lane: everything but the real-model and browser tests (under two minutes)
+test-fast: install-test
+	$(PYTHON) -m pytest -q -m "not slow and not browser" tests
 
 bench:
 	$(PYTHON) bench/retrieval_dstc9.py

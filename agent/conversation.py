@@ -1,65 +1,100 @@
-"""Turns with memory: runs :class:`agent.pipeline.Agent` turns and records them in the conversation store.
+"""Stored conversations: the database is the conversation. Every channel (UI, API, CLI) runs its turns here.
 
-The user's message is committed before generation starts; the assistant turn (passages, versions, timings and the
-explanation) is committed when the turn ends; a failure during retrieval, generation or attribution is stored as a turn
-with status ``error`` and re-raised, and the conversation can continue. With ``store=None`` nothing is recorded.
+:class:`ConversationRunner` runs :class:`agent.pipeline.Agent` turns and records them in the conversation store:
+
+* :meth:`~ConversationRunner.history` is the one source of a conversation's history: the last
+  ``Settings.history_turns`` exchanges, read from the store (an exchange whose answer failed is left out).
+* :meth:`~ConversationRunner.stream` reads that history, commits the user's message before generation starts, and
+  commits the finished turn (:class:`~agent.turn.TurnResult`: passages, versions, timings, explanation, tokens and
+  subset table) when it ends; a failure during retrieval, generation or attribution is stored as a turn with status
+  ``error`` and re-raised, and the conversation can continue. With no store (or no conversation) nothing is
+  recorded and a turn has no history.
+* :meth:`~ConversationRunner.reexplain` explains a stored answer again from its stored subset table (no model pass).
+
+:func:`open_store` is the one way the app opens the store configured by the settings.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from agent.pipeline import Agent, TurnEvent, TurnResult
-from agent.prompt import Exchange
+from agent.errors import MomentsError, StoreError
+from agent.generation.prompt import Exchange
+from agent.pipeline import Agent, TurnEvent
+from agent.settings import Settings
+from agent.turn import TurnResult
+from agent.vocabulary import Channel
+
+if TYPE_CHECKING:
+    from agent.store import Store
 
 log = logging.getLogger(__name__)
 
+def open_store(settings: Settings) -> Store:
+    """The conversation store the settings name (``MOMENTS_DATABASE_URL``, else SQLite in the data home); raises
+    :class:`~agent.errors.StoreError` saying what to do when it cannot be opened."""
+    from agent.store import Store
 
-def turn_record(result: TurnResult) -> dict[str, Any]:
-    """Keyword arguments for ``Store.add_assistant_turn`` describing a finished turn."""
-    exp = result.explanation
-    summary = exp.summary() if exp is not None else {}
-    return {
-        "text": result.answer,
-        "status": "abstained" if result.abstained else "ok",
-        "latency": {k: round(v, 1) for k, v in result.timings.items()},
-        "versions": result.versions,
-        "passages": [h.to_dict() for h in result.hits],
-        "explanation": exp.to_dict() if exp is not None else None,
-        "explanation_method": summary.get("method"),
-        "confidence": summary.get("confidence"),
-        "grounded_share": summary.get("grounded_share"),
-        "top_doc_id": summary.get("top_doc_id"),
-    }
+    return Store(settings.db_url)
 
 
-class Conversations:
-    """Runs turns of stored conversations. ``store`` is an :class:`agent.store.Store` or None."""
+def try_open_store(settings: Settings) -> tuple[Store | None, str | None]:
+    """:func:`open_store`, or ``(None, why)`` when it cannot be opened (the app then answers without storing)."""
+    try:
+        return open_store(settings), None
+    except MomentsError as exc:
+        log.error("conversation store unavailable: %s", exc)
+        return None, str(exc)
 
-    def __init__(self, agent: Agent, store=None) -> None:
+
+class ConversationRunner:
+    """Runs and records the turns of stored conversations. ``store`` is an :class:`agent.store.Store` or None."""
+
+    def __init__(self, agent: Agent, store: Store | None = None) -> None:
         self.agent = agent
         self.store = store
 
-    def start(self, *, channel: str, operator: str | None = None, title: str | None = None) -> uuid.UUID | None:
-        """Open a conversation (None when there is no store)."""
+    def start(self, *, channel: Channel, operator: str | None = None, title: str | None = None) -> uuid.UUID | None:
+        """Open a conversation (None when there is no store); untitled, the store titles it with its first question."""
         if self.store is None:
             return None
         return self.store.start_conversation(channel=channel, operator=operator, title=title)
 
-    def stream(self, conversation_id: uuid.UUID | None, question: str, history: Sequence[Exchange] = (), *,
-               explain: bool = False, method: str = "shapley") -> Iterator[TurnEvent]:
+    def resolve(self, conversation_id: str) -> uuid.UUID:
+        """The stored conversation whose id is (or starts with) ``conversation_id``."""
+        if self.store is None:
+            raise StoreError("there is no conversation store to continue a conversation from")
+        return self.store.resolve_conversation_id(conversation_id)
+
+    def history(self, conversation_id: uuid.UUID | None) -> list[Exchange]:
+        """The conversation's recent exchanges, oldest first (at most ``history_turns``), from the store."""
+        limit = self.agent.settings.history_turns
+        if conversation_id is None or self.store is None or limit == 0:
+            return []
+        exchanges, pending = [], None
+        for t in self.store.recent_turns(conversation_id, limit=2 * limit):
+            if t.role == "user":
+                pending = t.text
+            elif pending is not None and t.status != "error":
+                exchanges.append(Exchange(user=pending, assistant=t.text))
+                pending = None
+        return exchanges[-limit:]
+
+    def stream(self, conversation_id: uuid.UUID | None, question: str, *, explain: bool = False,
+               method: str = "shapley") -> Iterator[TurnEvent]:
         """Run and record one turn; events as :meth:`Agent.stream`. Invalid input raises before anything is stored."""
         question = self.agent.validate(question)
         store = self.store if conversation_id is not None else None
+        history = self.history(conversation_id)
         if store is not None:
             store.add_user_turn(conversation_id, text=question)
         try:
             for event in self.agent.stream(question, history, explain=explain, method=method):
                 if event.kind == "done" and store is not None:
-                    event.result.turn_id = store.add_assistant_turn(conversation_id, **turn_record(event.result))
+                    event.result.turn_id = store.add_turn(conversation_id, event.result)
                     event.result.conversation_id = str(conversation_id)
                 yield event
         except GeneratorExit:
@@ -67,14 +102,32 @@ class Conversations:
         except Exception as exc:
             if store is not None:
                 log.exception("turn failed; storing it with status 'error'")
-                store.add_assistant_turn(conversation_id, text="", status="error", error=f"{type(exc).__name__}: {exc}",
-                                         latency={}, versions={}, passages=[])
+                store.add_turn(conversation_id, TurnResult(question=question, status="error",
+                                                           error=f"{type(exc).__name__}: {exc}"))
             raise
 
-    def ask(self, conversation_id: uuid.UUID | None, question: str, history: Sequence[Exchange] = (), *,
-            explain: bool = False, method: str = "shapley") -> TurnResult:
+    def ask(self, conversation_id: uuid.UUID | None, question: str, *, explain: bool = False,
+            method: str = "shapley") -> TurnResult:
         """Run and record one turn to the end."""
-        for event in self.stream(conversation_id, question, history, explain=explain, method=method):
+        for event in self.stream(conversation_id, question, explain=explain, method=method):
             if event.kind == "done":
                 return event.result
         raise RuntimeError("turn ended without a result")  # pragma: no cover
+
+    def reexplain(self, turn_id: int, *, method: str = "shapley", **options) -> TurnResult:
+        """Explain a stored answer again from its stored subset table (no model pass: another ``method`` among
+        ``shapley``, ``loo``, ``surrogate``, or other attribution ``options``), store the new explanation in place
+        of the old one, and return the turn with it."""
+        from agent.attribution import reexplain
+
+        result = self.store.get_result(turn_id) if self.store is not None else None
+        if result is None:
+            raise StoreError(f"no stored answer {turn_id}; list conversations with `moments logs`")
+        if result.subsets is None:
+            raise StoreError(f"answer {turn_id} has no stored subset table (it was not explained, or explained "
+                             "with a method that builds none); explain it with the model instead")
+        result.explanation = reexplain(result.subsets, self.agent.generator.tokenizer, result.token_ids,
+                                       result.token_texts, [h.passage for h in result.hits],
+                                       [h.score for h in result.hits], method=method, **options)
+        self.store.add_explanation(turn_id, explanation=result.explanation)
+        return result

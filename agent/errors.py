@@ -1,16 +1,13 @@
-"""User-facing exceptions: each message says what is wrong and what to do about it."""
+"""User-facing exceptions: each message says what is wrong and what to do about it.
 
+:class:`MomentsError` (the base), :class:`ProvisioningError` and :class:`KnowledgeBaseError` are defined by the
+retrieval layer (:mod:`retrieval.errors`) and re-exported here, so the agent and its callers import every error
+from one place.
+"""
 
-class MomentsError(Exception):
-    """Base class for errors whose message is meant for the user."""
+from retrieval.errors import KnowledgeBaseError, MomentsError, ProvisioningError
 
-
-class ProvisioningError(MomentsError):
-    """A model or embedder could not be obtained, verified or converted."""
-
-
-class KnowledgeBaseError(MomentsError):
-    """A knowledge-base file is missing or malformed (the message names the file and line)."""
+__all__ = ["InputError", "KnowledgeBaseError", "MomentsError", "ProvisioningError", "StoreError"]
 
 
 class InputError(MomentsError):

@@ -2,8 +2,9 @@
 
 :class:`Agent` owns a generator and a knowledge index (both loaded lazily, or passed in by tests) and turns one
 question into a stream of :class:`TurnEvent`s: ``retrieved`` (the passages), ``token`` (each generated token as it is
-chosen), ``explaining`` and ``explained`` (when asked for), and a final ``done`` carrying the :class:`TurnResult`. Storing turns is not
-done here (see :mod:`agent.conversation`), so the pipeline can run without a database.
+chosen), ``explaining`` and ``explained`` (when asked for), and a final ``done`` carrying the
+:class:`~agent.turn.TurnResult`. Storing turns is not done here (see :mod:`agent.conversation`), so the pipeline can
+run without a database.
 """
 
 from __future__ import annotations
@@ -11,56 +12,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from agent.errors import InputError
-from agent.generate import stream_tokens
-from agent.prompt import Exchange, PromptLayout, build_prompt
+from agent.generation.decoding import stream_tokens
+from agent.generation.prompt import Exchange, build_prompt
 from agent.settings import Settings
-from retrieval.types import Hit
+from agent.turn import TurnResult
+from retrieval.followup import DEFAULT_METHOD
+from retrieval.types import Hit, best_score
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TurnResult:
-    """Everything one turn produced. ``explanation`` is an :class:`agent.explanation.Explanation` or None."""
-
-    question: str
-    answer: str
-    abstained: bool
-    hits: list[Hit]
-    token_ids: list[int] = field(default_factory=list)
-    token_texts: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    versions: dict[str, Any] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    explanation: Any = None
-    layout: PromptLayout | None = field(default=None, repr=False)
-    #: Set by :class:`agent.conversation.Conversations` once the turn is stored.
-    conversation_id: str | None = None
-    turn_id: int | None = None
-
-    @property
-    def best_score(self) -> float:
-        return max((h.score for h in self.hits), default=0.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (what ``moments ask --json`` prints and the API returns)."""
-        return {
-            "question": self.question,
-            "answer": self.answer,
-            "abstained": self.abstained,
-            "passages": [h.to_dict() for h in self.hits],
-            "timings": {k: round(v, 1) for k, v in self.timings.items()},
-            "versions": self.versions,
-            "prompt_tokens": self.prompt_tokens,
-            "reply_tokens": len(self.token_ids),
-            "explanation": self.explanation.to_dict() if self.explanation is not None else None,
-            "conversation_id": self.conversation_id,
-            "turn_id": self.turn_id,
-        }
 
 
 @dataclass
@@ -81,7 +44,7 @@ class Agent:
         self._generator = generator
         self._index = index
         if generator is None or index is None:
-            from agent.model import apply_threads
+            from agent.generation.loading import apply_threads
 
             apply_threads(settings)
 
@@ -89,7 +52,7 @@ class Agent:
     @property
     def generator(self):
         if self._generator is None:
-            from agent.model import load_generator
+            from agent.generation.loading import load_generator
 
             self._generator = load_generator(self.settings)
         return self._generator
@@ -150,14 +113,14 @@ class Agent:
         timings: dict[str, float] = {}
 
         started = time.perf_counter()
-        hits = self.index.search_conversation(question, [ex.user for ex in history], s.top_k)
+        followup = replace(DEFAULT_METHOD, turns=s.history_turns)  # one history limit: the settings'
+        hits = self.index.search_conversation(question, [ex.user for ex in history], s.top_k, followup)
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         yield TurnEvent("retrieved", hits=hits)
 
-        result = TurnResult(question=question, answer="", abstained=False, hits=hits, timings=timings,
-                            versions=self.versions())
-        if not hits or result.best_score < s.abstain_threshold:  # the same best score as stored and rendered
-            result.abstained = True
+        result = TurnResult(question=question, hits=hits, timings=timings, versions=self.versions())
+        if not hits or best_score(hits) < s.abstain_threshold:
+            result.status = "abstained"
             result.answer = s.abstain_message
             timings["generation_ms"] = 0.0
             yield TurnEvent("token", text=result.answer)
@@ -168,7 +131,7 @@ class Agent:
         passages = [h.passage for h in hits]
         with g.lock:
             layout = build_prompt(g.tokenizer, question, passages, history, version=self.prompt_version)
-            result.layout, result.prompt_tokens = layout, len(layout)
+            result.use_prompt(layout)
             started = time.perf_counter()
             first = None
             for step in stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens):
@@ -184,18 +147,19 @@ class Agent:
         result.answer = "".join(result.token_texts).strip()
         if explain and result.token_ids:
             yield TurnEvent("explaining", result=result)
-            result.explanation = self.explain(result, method=method)
+            result.explanation, result.subsets = self.explain(result, method=method)
             timings["attribution_ms"] = result.explanation.seconds * 1000
             yield TurnEvent("explained", result=result)
         yield TurnEvent("done", result=result)
 
     def explain(self, result: TurnResult, method: str = "shapley"):
-        """Attribute ``result``'s reply tokens to its passages (see :mod:`agent.attribution`)."""
-        from agent.attribution import explain
+        """Attribute ``result``'s reply tokens to its passages (see :mod:`agent.attribution`): the explanation and
+        the subset table it was computed from (None for methods that build none)."""
+        from agent.attribution import attribute
 
-        # explain() holds the generator's lock while the model runs (do not take it here: it is not re-entrant).
-        return explain(self.generator, result.layout, result.token_ids, result.token_texts,
-                       [h.passage for h in result.hits], [h.score for h in result.hits], method=method)
+        # attribute() holds the generator's lock while the model runs (do not take it here: it is not re-entrant).
+        return attribute(self.generator, result.layout, result.token_ids, result.token_texts,
+                         [h.passage for h in result.hits], [h.score for h in result.hits], method=method)
 
     def ask(self, question: str, history: Sequence[Exchange] = (), *, explain: bool = False,
             method: str = "shapley") -> TurnResult:

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retrieval.types import DEFAULT_HISTORY_TURNS
+
 #: The project checkout (``agent/`` lives directly under it).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: The project's own default knowledge base.
@@ -60,7 +62,9 @@ class Settings(BaseSettings):
         description="Prompt version (agent.prompt.SYSTEM_PROMPTS): 'auto' runs an adapter with the prompt it was "
         "trained on and the base model with the current default; 'p1' or 'p2' force one.",
     )
-    history_turns: int = Field(default=3, ge=0, description="Earlier exchanges included in query and prompt.")
+    history_turns: int = Field(default=DEFAULT_HISTORY_TURNS, ge=0,
+                               description="Earlier exchanges of a conversation used by the search and the prompt "
+                               "(the one history limit: the store is read for this many, the search told so).")
     chunk_tokens: int = Field(default=180, ge=32, description="Maximum passage length in embedder tokens.")
     max_new_tokens: int = Field(default=160, ge=1, le=2048)
     max_message_chars: int = Field(default=4000, ge=1, description="Longer messages are refused.")

@@ -20,7 +20,7 @@ from agent.settings import Settings
 
 
 def main() -> None:
-    from agent.model import apply_threads
+    from agent.generation.loading import apply_threads
     from retrieval.index import KnowledgeIndex, index_dir_for
 
     settings = Settings()

@@ -13,7 +13,7 @@ top-k passages, the abstain threshold, the generator's own prompt, greedy decodi
 * ``unseen``: ``data/eval/brightwave/kb`` with its ``questions.jsonl`` — a broadband provider written for
   evaluation only: never used for training, prompt design or thresholds.
 
-Plus ``dstc``: prompts of DSTC entities held out of training (:func:`agent.train_facts.build_facts`'s eval side,
+Plus ``dstc``: prompts of DSTC entities held out of training (:func:`agent.training.facts.build_facts`'s eval side,
 packed passages, no retrieval), judged by the gold snippet's key fact (polarity and numbers, not token overlap).
 
 Metrics (per knowledge base): exact-fact accuracy (all of a question's ``facts`` in the reply, case-insensitive),
@@ -75,7 +75,7 @@ def has_fact(reply: str, fact: str) -> bool:
 
 
 def is_handover(reply: str) -> bool:
-    from agent.train_data import ABSTAIN_RE
+    from agent.training.data import ABSTAIN_RE
 
     return bool(ABSTAIN_RE.search(reply))
 
@@ -86,7 +86,7 @@ def citations(reply: str) -> list[int]:
 
 def key_fact(reply: str, gold: str) -> bool:
     """DSTC key fact: same polarity (negated or not) as the gold answer and every number of it present."""
-    from agent.train_data import strip_citations
+    from agent.training.data import strip_citations
 
     reply = strip_citations(reply)
     if is_handover(reply) or not reply.strip():
@@ -166,7 +166,7 @@ def run_kb(name: str, kb: str, questions: list[dict], args) -> list[dict]:
 
 def dstc_items(n: int, seed: int = 0) -> list[dict]:
     from agent.settings import SHARED_DATA
-    from agent.train_facts import FactConfig, build_facts
+    from agent.training.facts import FactConfig, build_facts
 
     held = [e for e in build_facts(FactConfig(shared_data=SHARED_DATA)).eval if e.answerable]
     random.Random(seed).shuffle(held)
@@ -179,8 +179,8 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     """Replies to held-out DSTC prompts (packed passages given, no retrieval), through the agent's decoder."""
     from tqdm import tqdm
 
-    from agent.generate import stream_tokens
-    from agent.prompt import Exchange, build_prompt
+    from agent.generation.decoding import stream_tokens
+    from agent.generation.prompt import Exchange, build_prompt
     from retrieval.types import Passage
 
     agent = _agent(name, KBS["kb"][0], args.home)
@@ -205,7 +205,7 @@ def score_kb(questions: list[dict], rows: list[dict]) -> dict:
     pairs = [(q, by_id[q["id"]]) for q in questions if q["id"] in by_id]
     ans = [(q, r) for q, r in pairs if q["answerable"] and q["facts"]]
     unans = [(q, r) for q, r in pairs if not q["answerable"]]
-    handed = lambda r: r["abstained_by_threshold"] or is_handover(r["reply"])  # noqa: E731
+    handed = lambda r: r["abstained_by_threshold"] or is_handover(r["reply"])
     correct = [all(has_fact(r["reply"], f) for f in q["facts"]) for q, r in ans]
     citing = [(q, r) for q, r in ans if citations(r["reply"]) and not handed(r)]
 
@@ -295,8 +295,8 @@ def markdown(report: dict) -> str:
     for kb in report["kbs"]:
         res = report["results"][kb]
         first = res[names[0]]
-        out += [f"## {kb}: {report['kb_desc'][kb.split(' ')[0]]} ({first['n_answerable']} answerable, "
-                f"{first['n_unanswerable']} unanswerable)", "",
+        out += [(f"## {kb}: {report['kb_desc'][kb.split(' ')[0]]} ({first['n_answerable']} answerable, "
+                 f"{first['n_unanswerable']} unanswerable)"), "",
                 "| measure | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for key, label in ROWS:
             out.append(f"| {label} | " + " | ".join(str(res[n].get(key, "—")) for n in names) + " |")
@@ -310,8 +310,8 @@ def markdown(report: dict) -> str:
         out.append("")
     if report.get("latency"):
         lat = report["latency"]
-        out += [f"## Latency, side by side ({report['settings'].get('latency_rounds')} alternating rounds, "
-                "data/kb questions, seconds: median [min–max])", "",
+        out += [(f"## Latency, side by side ({report['settings'].get('latency_rounds')} alternating rounds, "
+                 "data/kb questions, seconds: median [min–max])"), "",
                 "| config | first token | full reply |", "|---|---|---|"]
         for n, v in lat.items():
             f, g = v["first_token"], v["full_reply"]

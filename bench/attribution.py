@@ -37,13 +37,13 @@ METHOD_NAMES = ("shapley", "loo", "attention", "surrogate32")
 
 def run_turn(gen, turn: BenchTurn, index: int, args) -> dict | None:
     """Generate, explain and measure one turn; None when the reply is empty."""
-    from agent.attribution.api import assemble
+    from agent.attribution.builder import assemble
     from agent.attribution.games import all_masks, shapley
     from agent.attribution.methods import METHODS, Options
     from agent.attribution.rescoring import score_subsets
     from agent.attribution.surrogate import fit_surrogate, random_masks
-    from agent.generate import stream_tokens
-    from agent.prompt import build_prompt
+    from agent.generation.decoding import stream_tokens
+    from agent.generation.prompt import build_prompt
 
     model, tok = gen.model, gen.tokenizer
     k = len(turn.passages)
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from tqdm import tqdm
 
-    from agent.model import load_generator
+    from agent.generation.loading import load_generator
     from agent.settings import Settings
 
     torch.set_num_threads(args.threads)

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.prompt import Exchange
+from agent.generation.prompt import Exchange
 from retrieval.types import Passage
 
 log = logging.getLogger(__name__)

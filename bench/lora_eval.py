@@ -4,10 +4,10 @@ Usage (from the project root)::
 
     python -m bench.lora_eval --models base,tuned,qwen --adapter data/adapters/smollm2-135m-support
 
-Each model answers the same prompts, built with the agent's prompt code (``agent.prompt.build_prompt``):
+Each model answers the same prompts, built with the agent's prompt code (``agent.generation.prompt.build_prompt``):
 
 * ``heldout``: DSTC11/DSTC9 knowledge turns of entities the adapter never saw (the entity split of
-  :mod:`agent.train_data`), gold snippets among distractors of the same entity (k=3);
+  :mod:`agent.training.data`), gold snippets among distractors of the same entity (k=3);
 * ``unanswerable``: held-out prompts with the gold removed (the right reply is a hand-over);
 * ``kb``: ``data/eval/kb_questions.jsonl`` with the top-3 passages of the project's own index.
 
@@ -49,7 +49,7 @@ _HEADER = re.compile(r"\n\s*\[\d+\]\s*\S")
 # ------------------------------------------------------------------------------------------------ metrics
 
 def normalize_tokens(text: str) -> list[str]:
-    from agent.train_data import strip_citations
+    from agent.training.data import strip_citations
 
     text = strip_citations(text).lower()
     text = "".join(" " if ch in string.punctuation else ch for ch in text)
@@ -94,7 +94,8 @@ def has_fact(reply: str, fact: str) -> bool:
 def eval_items(n_heldout: int, n_unanswerable: int, n_kb: int | None = None, seed: int = 0) -> list[dict]:
     """The evaluation prompts (same for every model): held-out DSTC, gold-removed variants, kb questions."""
     from agent.settings import DEFAULT_KB, SHARED_DATA, Settings
-    from agent.train_data import DataConfig, build_dstc
+    from agent.training.data import DataConfig
+    from agent.training.dstc import build_dstc
     from retrieval.index import KnowledgeIndex, index_dir_for
     settings = Settings()
     index = KnowledgeIndex.load_or_build(settings.kb_path, index_dir_for(settings.index_dir, settings.kb_path),
@@ -130,7 +131,7 @@ def eval_items(n_heldout: int, n_unanswerable: int, n_kb: int | None = None, see
 
 def _adapter_hash(adapter: str) -> str | None:
     """The hash of ``--adapter`` (a folder, or a name under data/adapters), None when it does not exist."""
-    from agent.model import adapter_hash
+    from agent.generation.loading import adapter_hash
     from agent.settings import ADAPTERS_DIR
 
     path = Path(adapter) if Path(adapter).is_dir() else ADAPTERS_DIR / adapter
@@ -150,7 +151,7 @@ def items_digest(items: list[dict]) -> str:
 
 
 def _prompt_ids(tokenizer, item: dict) -> list[int]:
-    from agent.prompt import Exchange, build_prompt
+    from agent.generation.prompt import Exchange, build_prompt
     from retrieval.types import Passage
 
     return build_prompt(tokenizer, item["question"], [Passage(**p) for p in item["passages"]],
@@ -163,7 +164,7 @@ def generate_batched(gen, prompts: list[list[int]], max_new_tokens: int, batch: 
     is called after each batch (partial results survive an interrupted run)."""
     import torch
 
-    from agent.generate import stop_token_ids
+    from agent.generation.decoding import stop_token_ids
 
     tok, model = gen.tokenizer, gen.model
     stops = sorted(stop_token_ids(tok, model))
@@ -192,8 +193,8 @@ def generate_batched(gen, prompts: list[list[int]], max_new_tokens: int, batch: 
 
 
 def decode_speed(gen, prompts: list[list[int]], max_new_tokens: int) -> dict:
-    """Tokens/s of streamed single-sequence decoding (the agent's :func:`agent.generate.stream_tokens`)."""
-    from agent.generate import stream_tokens
+    """Tokens/s of streamed single-sequence decoding (the agent's :func:`agent.generation.decoding.stream_tokens`)."""
+    from agent.generation.decoding import stream_tokens
 
     n_tok, secs, first = 0, 0.0, []
     for ids in prompts:
@@ -218,7 +219,7 @@ def decode_speed(gen, prompts: list[list[int]], max_new_tokens: int) -> dict:
 def run_model(name: str, adapter: str, items: list[dict], args) -> dict:
     import torch
 
-    from agent.model import load_generator
+    from agent.generation.loading import load_generator
     from agent.settings import Settings
 
     torch.set_num_threads(1)
@@ -253,7 +254,7 @@ def speed_side_by_side(names: list[str], items: list[dict], args, rounds: int = 
 
     import torch
 
-    from agent.model import load_generator
+    from agent.generation.loading import load_generator
     from agent.settings import Settings
 
     torch.set_num_threads(1)
@@ -278,7 +279,7 @@ def grounding(gen, items: list[dict], pred_path: Path, n: int) -> dict:
     from tqdm import tqdm
 
     from agent.attribution import explain
-    from agent.prompt import Exchange, build_prompt
+    from agent.generation.prompt import Exchange, build_prompt
     from retrieval.types import Passage
 
     preds = {p["id"]: p for p in map(json.loads, pred_path.read_text().splitlines())}
@@ -321,7 +322,7 @@ def citation_precision(rows: list[tuple[dict, dict]]) -> float | None:
 
 
 def score(items: list[dict], preds: list[dict]) -> dict:
-    from agent.train_data import ABSTAIN_RE
+    from agent.training.data import ABSTAIN_RE
 
     by_id = {p["id"]: p for p in preds}
     rows = [(it, by_id[it["id"]]) for it in items if it["id"] in by_id]
@@ -397,7 +398,7 @@ def markdown(report: dict) -> str:
     names = list(report["models"])
     lines = ["# LoRA evaluation: base vs tuned", "", f"Command: `{report['command']}`", "",
              (f"Prompts: {report['counts']} (greedy, max_new_tokens {report['settings']['max_new_tokens']}, k=3 "
-             "passages, prompts built with agent.prompt.build_prompt)."), "",
+             "passages, prompts built with agent.generation.prompt.build_prompt)."), "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key, label in ROWS:
         vals = [report["models"][n].get(key) for n in names]

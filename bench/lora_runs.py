@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# LoRA runs compared on the same prompts", "",
              f"{len(items)} prompts of `bench/lora_eval.py` (greedy, max_new_tokens 48). `python -m bench.lora_runs`.", "",
              ("v4 and v5 trained on one or two fixed hand-over strings; from v6 on, the hand-over, abstention and closing "
-             "replies are varied pools (`agent/train_data.py`). `shipped` is `data/adapters/smollm2-135m-support` "
+             "replies are varied pools (`agent/training/data.py`). `shipped` is `data/adapters/smollm2-135m-support` "
              "(run v8)."), "",
              "| run | recipe | " + " | ".join(c for _, c in COLS) + " |", "|---" * (len(COLS) + 2) + "|"]
     for tag, recipe, path in rows:

@@ -7,7 +7,7 @@ Run from the project root::
 DSTC9: one passage per knowledge snippet (title ``"<entity name>: <snippet question>"``, text = the answer;
 taxi and train snippets have no entity name, the domain stands in), indexed with the product's embedder and
 :class:`retrieval.index.KnowledgeIndex`, searched with the product's query code
-(:func:`retrieval.query.search_with_history`). For every validation turn with ``target: true`` a search counts
+(:func:`retrieval.followup.search_with_history`). For every validation turn with ``target: true`` a search counts
 as a hit at k when any gold ``{domain, entity_id, doc_id}`` is among the top k. Variants: no history (the last
 user turn alone), the default conversation method, and a few alternatives.
 
@@ -36,13 +36,13 @@ if str(ROOT) not in sys.path:
 
 from agent.settings import DEFAULT_KB, PROJECT_ROOT, SHARED_DATA
 from retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
-from retrieval.index import KnowledgeIndex
-from retrieval.query import (
+from retrieval.followup import (
     DEFAULT_METHOD,
     HistoryMethod,
     build_query,
     search_with_history,
 )
+from retrieval.index import KnowledgeIndex
 from retrieval.types import Passage
 
 log = logging.getLogger("bench.retrieval_dstc9")
@@ -197,7 +197,7 @@ def run_kb(kb: Path, eval_dir: Path, model) -> dict:
 
 # ---------------------------------------------------------------------------------------------- report
 
-CHOICE = """**Chosen: `context` (the default of `retrieval.query`).** Score = cos(question, passage) + the best
+CHOICE = """**Chosen: `context` (the default of `retrieval.followup`).** Score = cos(question, passage) + the best
 (decayed, centred) similarity of the question or a recent user turn to the passage's *document* centroid. The
 document signal carries the entity or article named earlier, which a passage-level mix (vector sum,
 concatenation) dilutes: +0.19 recall@5 on DSTC9 over no history, against +0.05 for the vector sum. Keeping the

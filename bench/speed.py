@@ -20,8 +20,8 @@ import json, sys, time
 t0 = time.perf_counter()
 import torch
 from agent.settings import Settings
-from agent.model import load_generator
-from agent.prompt import build_prompt
+from agent.generation.loading import load_generator
+from agent.generation.prompt import build_prompt
 from retrieval.types import Passage
 threads = int(sys.argv[1])
 s = Settings(threads=threads, adapter=sys.argv[2])

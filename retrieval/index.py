@@ -7,7 +7,7 @@ Contract
   KB file's relative path and bytes; first 12 hex digits). When ``index_dir`` holds an index of that
   version it is loaded without embedding anything; otherwise the KB is loaded, chunked, embedded (tqdm bar)
   and saved. Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
-  replaces it, so a failed build (a malformed KB file raises :class:`agent.errors.KnowledgeBaseError`
+  replaces it, so a failed build (a malformed KB file raises :class:`retrieval.errors.KnowledgeBaseError`
   before anything is written) leaves the previous index as it was. Concurrent builders of the same
   ``index_dir`` are serialised by a lock file beside it.
 * ``index_dir`` holds ``index.faiss``, ``passages.jsonl`` (one :class:`~retrieval.types.Passage` per line,
@@ -15,7 +15,7 @@ Contract
   :func:`index_dir_for` gives each KB path its own folder under a base directory.
 * ``search(query, k)`` / ``search_vector(vec, k)`` return up to ``k`` :class:`~retrieval.types.Hit` values,
   best first (rank 1-based, score = cosine similarity). ``search_conversation(question, history, k)``
-  folds earlier user turns into the query (see :mod:`retrieval.query`).
+  folds earlier user turns into the query (see :mod:`retrieval.followup`).
 * ``KnowledgeIndex.from_passages(passages, model)`` builds an in-memory index (benchmarks, tests).
 """
 
@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.errors import KnowledgeBaseError
 from retrieval.chunking import CHUNKING_VERSION, chunk_documents, embedding_text
 from retrieval.embedder import (
     DEFAULT_EMBEDDER,
@@ -47,6 +46,8 @@ from retrieval.embedder import (
     normalise,
     token_counter,
 )
+from retrieval.errors import KnowledgeBaseError
+from retrieval.followup import DEFAULT_METHOD, HistoryMethod, search_with_history
 from retrieval.loaders import iter_kb_files, load_documents
 from retrieval.types import Hit, Passage
 
@@ -54,7 +55,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import faiss
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.query import HistoryMethod
 
 log = logging.getLogger(__name__)
 
@@ -334,10 +334,8 @@ class KnowledgeIndex:
     ) -> list[Hit]:
         """Search for ``question`` in the context of earlier user turns ``history`` (oldest first).
 
-        Scores are those of :func:`retrieval.query.search_with_history` (cosine plus a context bonus).
+        Scores are those of :func:`retrieval.followup.search_with_history` (cosine plus a context bonus).
         """
-        from retrieval.query import DEFAULT_METHOD, search_with_history
-
         return search_with_history(self, question, history, k, method or DEFAULT_METHOD)
 
 

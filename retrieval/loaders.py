@@ -19,7 +19,7 @@ articles get ``doc_id = <stem>`` (the relative path without suffix if two files 
 
 Files with other extensions, and hidden files, are skipped with a logged warning; ``README.md`` is an article
 like any other. Any malformed file (empty, not UTF-8, bad JSON, missing columns or fields) raises
-:class:`agent.errors.KnowledgeBaseError` naming the file and line and saying what to do; so does a path
+:class:`retrieval.errors.KnowledgeBaseError` naming the file and line and saying what to do; so does a path
 that does not exist or holds no loadable file. Nothing is cached: call again to re-read.
 """
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import KnowledgeBaseError
+from retrieval.errors import KnowledgeBaseError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+
+#: Earlier user turns a follow-up search takes into account by default (``agent.settings.Settings.history_turns``,
+#: the agent's one history limit, starts from this value and is passed to the search).
+DEFAULT_HISTORY_TURNS = 3
 
 
 @dataclass(frozen=True)
@@ -35,3 +40,12 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 4), **self.passage.to_dict()}
+
+
+def best_score(hits: Iterable[Hit]) -> float:
+    """The best retrieval score among ``hits`` (0 when there is none): what abstention compares with its threshold.
+
+    The best is taken over all hits, not the first one: follow-up search ranks by score plus a context bonus, so a
+    lower rank can carry a slightly higher cosine (see :mod:`retrieval.followup`).
+    """
+    return max((h.score for h in hits), default=0.0)

@@ -2,18 +2,27 @@
 
 Models are provisioned once per machine in the shared model cache (``~/.cache/moments/models``, or
 ``MOMENTS_TEST_MODELS`` when set) so that every test session reuses the converted safetensors; everything else
-(index, database) lives in a temporary data home per session.
+(index, database, training caches) lives in a temporary data home per session: ``MOMENTS_HOME`` points there for
+the whole session, so even a bare ``Settings()`` never writes under ``~``. Nothing reaches the network: model hubs
+are offline, Gradio's analytics are off, and the provisioning tests give pip a local, empty index.
+
+Markers (``pytest -m "not slow and not browser"`` is the fast lane, see the README): ``slow`` — runs the real
+model (generation, attribution, training, the CLI as a subprocess); ``browser`` — drives headless Chromium;
+``postgres`` — needs the PostgreSQL server. Every test has a time limit (``timeout`` in pyproject.toml).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 MODELS = Path(os.environ.get("MOMENTS_TEST_MODELS", "~/.cache/moments/models")).expanduser()
 
@@ -24,9 +33,38 @@ def make_settings(home: Path, **overrides):
     return Settings(home=home, models_path=MODELS, **overrides)
 
 
-@pytest.fixture(scope="session")
-def session_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("moments-home")
+def _loopback_only(connect):
+    """``socket.connect`` that refuses anything but this machine (loopback, Unix sockets)."""
+
+    def guarded(sock, address):
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and not (host in ("localhost", "::1") or str(host).startswith("127.")):
+            raise ConnectionRefusedError(f"tests do not reach the network (tried {address!r})")
+        return connect(sock, address)
+
+    return guarded
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network() -> Iterator[None]:
+    """Every in-process connection stays on this machine (PostgreSQL, the Gradio app); anything else is refused."""
+    import socket
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _loopback_only(socket.socket.connect))
+        mp.setattr(socket.socket, "connect_ex", _loopback_only(socket.socket.connect_ex))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory) -> Iterator[Path]:
+    """The session's data home; ``MOMENTS_HOME`` (and the Hugging Face cache) point there while tests run."""
+    home = tmp_path_factory.mktemp("moments-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MOMENTS_HOME", str(home))
+        mp.setenv("MOMENTS_MODELS_PATH", str(MODELS))
+        mp.setenv("HF_HOME", str(home / "huggingface"))
+        yield home
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +74,18 @@ def settings(session_home):
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """The default model's tokenizer alone (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    from agent.generation.provision import resolve_model
+
+    return AutoTokenizer.from_pretrained(str(resolve_model("smollm2-135m", MODELS)))
+
+
+@pytest.fixture(scope="session")
 def generator(settings):
-    from agent.model import load_generator
+    from agent.generation.loading import load_generator
 
     return load_generator(settings)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.train_data import ABSTAIN_RE
+from agent.training.data import ABSTAIN_RE
 
 pytestmark = pytest.mark.slow
 

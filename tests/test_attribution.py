@@ -14,13 +14,15 @@ import pytest
 import torch
 
 from agent.attribution import METHODS, explain
+from agent.attribution.explanation import Explanation
 from agent.attribution.games import all_masks
 from agent.attribution.rescoring import score_plain, score_subsets
-from agent.explanation import Explanation
-from agent.generate import stream_tokens
-from agent.prompt import build_prompt
+from agent.generation.decoding import stream_tokens
+from agent.generation.prompt import build_prompt
 from agent.settings import PROJECT_ROOT, Settings
 from retrieval.types import Passage
+
+pytestmark = [pytest.mark.slow]
 
 MAX_NEW = 24
 RETURNS = Passage("return-policy#0", "return-policy", "Return Policy",
@@ -35,7 +37,7 @@ GARDEN = Passage("garden#0", "garden", "Garden Furniture",
 @pytest.fixture(scope="module")
 def gen():
     torch.set_num_threads(1)
-    from agent.model import load_generator
+    from agent.generation.loading import load_generator
 
     return load_generator(Settings())
 
@@ -95,6 +97,26 @@ def test_prefix_trie_equals_plain_forward_passes(gen, returns_turn, plain_table)
     # ... and the trie re-scored far fewer tokens than the 2^k plain passes would have
     assert table.tokens_rescored < 0.7 * table.plain_tokens
     assert exp.forward_passes == table.forward_passes and exp.tokens_rescored == table.tokens_rescored
+
+
+def test_the_kept_table_explains_the_reply_again_without_the_model(gen, returns_turn):
+    """attribute() hands back the subset table; packed (float16) and unpacked, it gives the same explanation, and
+    leave-one-out, with no model call."""
+    from agent.attribution import attribute, reexplain
+    from agent.attribution.rescoring import pack_table, unpack_table
+
+    layout, ids, texts, passages, exp = returns_turn
+    explained, table = attribute(gen, layout, ids, texts, list(passages), [0.71, 0.32, 0.05])
+    assert explained.matrix("shapley") == exp.matrix("shapley")  # the same explanation as explain()
+    assert len(table.masks) == 1 << len(passages) and table.logp.shape == (8, len(ids))
+    stored = unpack_table(pack_table(table))
+    redone = reexplain(stored, gen.tokenizer, ids, texts, list(passages), [0.71, 0.32, 0.05])
+    assert redone.forward_passes == 0 and redone.estimator == "exact"
+    assert np.abs(np.array(redone.matrix("shapley")) - np.array(exp.matrix("shapley"))).max() < 0.05  # float16
+    assert [t.top_passage for t in redone.tokens] == [t.top_passage for t in exp.tokens]
+    assert [t.alternatives[0][0] for t in redone.tokens] == [t.alternatives[0][0] for t in exp.tokens]
+    loo = reexplain(stored, gen.tokenizer, ids, texts, list(passages), [0.71, 0.32, 0.05], method="loo")
+    assert np.abs(np.array(loo.matrix("loo")) - np.array(exp.matrix("loo"))).max() < 0.05
 
 
 def test_loo_against_direct_recomputation(returns_turn, plain_table):

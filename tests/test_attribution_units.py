@@ -123,3 +123,38 @@ class _Layout:
 def test_chain_splits_prompt_around_passages():
     gaps, contents = chain(_Layout([[1, 2], [10], [3], [20, 21], [4, 5]], [1, 3]))
     assert gaps == [[1, 2], [3], [4, 5]] and contents == [[10], [20, 21]]
+
+
+def test_a_packed_table_round_trips_in_float16():
+    from agent.attribution.rescoring import pack_table, unpack_table
+
+    rng = np.random.default_rng(0)
+    table = SubsetScores(k=5, masks=games.all_masks(5), logp=-rng.random((32, 80)) * 20,
+                         top_ids=rng.integers(0, 49152, (80, 5)), top_logp=-rng.random((80, 5)), forward_passes=4,
+                         tokens_rescored=90, plain_tokens=300)
+    data = pack_table(table)
+    back = unpack_table(data)
+    assert len(data) < table.logp.nbytes / 2  # float16 (random values barely compress; real tables do)
+    assert back.k == 5 and back.masks == table.masks and back.index == table.index
+    assert np.allclose(back.logp, table.logp, rtol=1e-3, atol=1e-3)  # float16: ~3 significant digits
+    assert (back.top_ids == table.top_ids).all() and np.allclose(back.top_logp, table.top_logp, atol=1e-3)
+    assert (back.forward_passes, back.tokens_rescored, back.plain_tokens) == (4, 90, 300)
+    assert unpack_table(pack_table(SubsetScores(k=0, masks=[0], logp=np.zeros((1, 2))))).top_ids is None
+
+
+def test_a_stored_table_gives_every_table_method_again():
+    from agent.attribution.methods import TABLE_METHODS, readout
+
+    w = np.array([[1.5, -0.5, 0.0], [0.1, 0.2, 0.3]])  # (tokens, passages)
+    table = _table(3, lambda s, t: -3.0 + sum(w[t, j] for j in s))
+    table.top_ids, table.top_logp = np.zeros((2, 5), dtype=np.int64), np.zeros((2, 5))
+    opt = Options()
+    assert set(TABLE_METHODS) == {"shapley", "loo", "surrogate"}
+    assert np.allclose(readout("shapley", table, opt).credit, w)
+    assert np.allclose(readout("loo", table, opt).credit, w)
+    assert readout("surrogate", table, opt).estimator == "surrogate"
+    with pytest.raises(ValueError, match="cannot be computed from a stored subset table"):
+        readout("attention", table, opt)
+    partial = SubsetScores(k=3, masks=games.loo_masks(3), logp=np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="lacks 3 of the subsets 'shapley' needs"):
+        readout("shapley", partial, opt)

@@ -1,4 +1,4 @@
-"""The `moments` console script, run as a real subprocess (real model, real index, real SQLite)."""
+"""The `moments` console script (`ui.cli`), run as a real subprocess (real model, real index, real SQLite)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.model import adapter_hash
+from agent.generation.loading import adapter_hash
 from agent.settings import ADAPTERS_DIR
 from tests.conftest import MODELS
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def run_cli(args: list[str], home: Path, timeout: int = 600, **env) -> subprocess.CompletedProcess:
     environ = {**os.environ, "MOMENTS_HOME": str(home), "MOMENTS_MODELS_PATH": str(MODELS),
                "MOMENTS_MAX_NEW_TOKENS": "32", **env}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True, check=False,
+    return subprocess.run([sys.executable, "-m", "ui.cli", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env=environ)
 
 
@@ -51,6 +53,21 @@ def test_ask_json_shape_and_store(cli_home, kb_index):
     logs = run_cli(["logs", "--json"], cli_home)
     assert logs.returncode == 0, logs.stderr
     assert out["conversation_id"] in logs.stdout
+
+
+def test_ask_continues_a_stored_conversation(cli_home):
+    """--conversation reads the history from the store (the one source of history, as for the UI and the API)."""
+    first = json.loads(run_cli(["ask", "How do gift cards work?", "--json"], cli_home).stdout)
+    prefix = first["conversation_id"][:8]
+    follow = run_cli(["ask", "do they expire?", "--json", "--conversation", prefix], cli_home)
+    assert follow.returncode == 0, follow.stderr
+    out = json.loads(follow.stdout)
+    assert out["conversation_id"] == first["conversation_id"]
+    assert out["passages"][0]["doc_id"] == "gift-cards"
+    alone = json.loads(run_cli(["ask", "do they expire?", "--json", "--no-store"], cli_home).stdout)
+    assert out["prompt_tokens"] > alone["prompt_tokens"] + 10  # the earlier exchange is in the prompt
+    refused = run_cli(["ask", "do they expire?", "--no-store", "--conversation", prefix], cli_home, timeout=120)
+    assert refused.returncode == 2 and "needs the store" in refused.stderr
 
 
 def test_ask_text_prints_answer_and_numbered_passages(cli_home):

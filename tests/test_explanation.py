@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent.explanation import (
+from agent.attribution.explanation import (
     Explanation,
     PassageCredit,
     SentenceCitation,

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from agent.cli.logs import parse_duration, parse_when, register
 from agent.errors import StoreError
-from agent.logs_cli import parse_duration, parse_when, register
 from agent.store import Store
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from agent.errors import InputError
+from agent.generation.prompt import Exchange
 from agent.pipeline import Agent
-from agent.prompt import Exchange
 from tests.conftest import make_settings
+
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

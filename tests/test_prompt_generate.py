@@ -1,11 +1,11 @@
-"""Prompt layout (exact passage spans, ablation) and streamed generation, on the real tokenizer and model."""
+"""Prompt layout (exact passage spans, ablation) on the real tokenizer; streamed generation on the real model."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.generate import runaway, stream_tokens
-from agent.prompt import Exchange, build_messages, build_prompt
+from agent.generation.decoding import runaway, stream_tokens
+from agent.generation.prompt import Exchange, build_messages, build_prompt
 from retrieval.types import Passage
 
 PASSAGES = [
@@ -15,8 +15,8 @@ PASSAGES = [
 ]
 
 
-def test_segments_match_joint_tokenization(generator):
-    tok = generator.tokenizer
+def test_segments_match_joint_tokenization(tokenizer):
+    tok = tokenizer
     layout = build_prompt(tok, "How long do I have to return an item?", PASSAGES,
                           [Exchange("hi", "Hello! How can I help?")])
     text = tok.apply_chat_template(build_messages("How long do I have to return an item?", PASSAGES,
@@ -27,19 +27,34 @@ def test_segments_match_joint_tokenization(generator):
         assert tok.decode(layout.input_ids[start:end]).strip() == f"{p.title}\n{p.text}".strip()
 
 
-def test_ablation_removes_exactly_the_passage_tokens(generator):
-    layout = build_prompt(generator.tokenizer, "q?", PASSAGES)
+def test_ablation_removes_exactly_the_passage_tokens(tokenizer):
+    layout = build_prompt(tokenizer, "q?", PASSAGES)
     spans = layout.passage_spans
     full = layout.input_ids
     for j, (start, end) in enumerate(spans):
         keep = [i for i in range(3) if i != j]
         assert layout.ids(keep) == full[:start] + full[end:]
-    empty = generator.tokenizer.decode(layout.ids([]))
+    empty = tokenizer.decode(layout.ids([]))
     assert "[1]" in empty and "[2]" in empty and "[3]" in empty  # headers stay
     assert "30 days" not in empty and "$5.95" not in empty
     assert len(layout.ids([])) == len(full) - sum(e - s for s, e in spans)
 
 
+def test_a_turn_keeps_the_prompt_layout_exactly(tokenizer):
+    """A turn stores the prompt as token ids and passage spans; the layout rebuilt from them is the same layout."""
+    from agent.turn import TurnResult
+
+    layout = build_prompt(tokenizer, "How long do I have to return an item?", PASSAGES,
+                          [Exchange("hi", "Hello! How can I help?")])
+    turn = TurnResult(question="q")
+    turn.use_prompt(layout)
+    rebuilt = turn.layout
+    assert rebuilt.segments == layout.segments and rebuilt.passage_segments == layout.passage_segments
+    assert rebuilt.passage_spans == layout.passage_spans and turn.prompt_tokens == len(layout)
+    assert all(rebuilt.ids(keep) == layout.ids(keep) for keep in ([], [0], [1, 2], None))
+
+
+@pytest.mark.slow
 def test_stream_concatenates_to_the_decoded_reply(generator):
     layout = build_prompt(generator.tokenizer, "How long do I have to return an item?", PASSAGES)
     steps = list(stream_tokens(generator.model, generator.tokenizer, layout.input_ids, max_new_tokens=24))

@@ -14,9 +14,9 @@ import pytest
 from agent.errors import KnowledgeBaseError, ProvisioningError
 from retrieval.chunking import chunk_document, chunk_documents, embedding_text
 from retrieval.embedder import embed, load_embedder, token_counter
+from retrieval.followup import HistoryMethod, build_query, search_with_history
 from retrieval.index import KnowledgeIndex, index_dir_for, kb_version
 from retrieval.loaders import Document, load_documents
-from retrieval.query import HistoryMethod, build_query, search_with_history
 
 # ------------------------------------------------------------------------------------------- fixtures
 

@@ -245,18 +245,18 @@ def _db_id(store: Store, cid: uuid.UUID):
 
 def test_stats(store, sample):
     s = store.stats()
-    assert (s["conversations"], s["turns"], s["questions"], s["answers"]) == (5, 8, 4, 4)
-    assert s["abstain_rate"] == pytest.approx(1 / 4) and s["escalation_rate"] == pytest.approx(1 / 5)
-    assert (s["thumbs_up"], s["thumbs_down"], s["thumbs_ratio"]) == (1, 1, 0.5)
-    assert s["mean_confidence"] == pytest.approx((0.9 + 0.3 + 0.6) / 3)
-    assert {d["doc_id"] for d in s["top_cited_documents"]} == {"pets", "refunds", "contact"}
-    assert s["top_retrieved_documents"][0] == {"doc_id": "pets", "answers": 2}
-    assert [(w["question"], w["best_score"]) for w in s["weak_retrieval"]] == [("Is there a 50% discount?", 0.21)]
-    assert len(store.stats(weak_score=0.65)["weak_retrieval"]) == 3
+    assert (s.conversations, s.turns, s.questions, s.answers) == (5, 8, 4, 4)
+    assert s.abstain_rate == pytest.approx(1 / 4) and s.escalation_rate == pytest.approx(1 / 5)
+    assert (s.thumbs_up, s.thumbs_down, s.thumbs_ratio) == (1, 1, 0.5)
+    assert s.mean_confidence == pytest.approx((0.9 + 0.3 + 0.6) / 3)
+    assert {d.doc_id for d in s.top_cited_documents} == {"pets", "refunds", "contact"}
+    assert s.top_retrieved_documents[0].model_dump() == {"doc_id": "pets", "answers": 2}
+    assert [(w.question, w.best_score) for w in s.weak_retrieval] == [("Is there a 50% discount?", 0.21)]
+    assert len(store.stats(weak_score=0.65).weak_retrieval) == 3
     alice = store.stats(operator="alice")
-    assert (alice["conversations"], alice["answers"], alice["thumbs_ratio"]) == (2, 2, 1.0)
+    assert (alice.conversations, alice.answers, alice.thumbs_ratio) == (2, 2, 1.0)
     nothing = store.stats(operator="nobody")
-    assert nothing["turns"] == 0 and nothing["abstain_rate"] is None and nothing["mean_confidence"] is None
+    assert nothing.turns == 0 and nothing.abstain_rate is None and nothing.mean_confidence is None
 
 
 def test_exports(store, sample):

@@ -115,7 +115,7 @@ def test_an_error_during_generation_is_stored_and_the_conversation_continues(sto
                                                      ("assistant", "ok")]
     assert c.turns[1].id == failed and c.turns[1].error == "RuntimeError: generator crashed"
     assert c.turns[3].id == ok and c.turns[3].reply_to_id == c.turns[2].id
-    assert c.status == "open" and store.stats()["error_rate"] == 0.5
+    assert c.status == "open" and store.stats().error_rate == 0.5
 
 
 def _hold_write_lock(path, seconds: float, locked: threading.Event) -> None:

@@ -104,7 +104,7 @@ def test_a_database_created_at_the_first_revision_keeps_its_data_when_upgraded(d
         assert [p.text for p in answer.passages] == ["Dogs welcome.", "Rooms."]
         assert answer.explanation.data == {"tokens": ["Yes"]} and answer.feedback[0].rating == "up"
         assert answer.versions == {"base_model": "m"} and answer.reply_to_id == 1
-        assert [w["turn_id"] for w in store.stats(weak_score=0.7)["weak_retrieval"]] == [2]
+        assert [w.turn_id for w in store.stats(weak_score=0.7).weak_retrieval] == [2]
         store.add_user_turn(cid, text="And cats?")  # and the old conversation goes on
         assert [t.index for t in store.get_conversation(cid).turns] == [0, 1, 2]
 

@@ -13,24 +13,31 @@ import pytest
 
 from agent.settings import ADAPTERS_DIR, DEFAULT_KB, SHARED_DATA
 
-pytestmark = pytest.mark.skipif(not (SHARED_DATA / "dstc11" / "labels.json").is_file(),
-                                reason="../shared/data is not available")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
+              pytest.mark.skipif(not (SHARED_DATA / "dstc11" / "labels.json").is_file(),
+                                 reason="../shared/data is not available")]
 
 
 @pytest.fixture(scope="module")
-def dataset(kb_index, tmp_path_factory):
+def train_cache(tmp_path_factory) -> Path:
+    """The data builder's embedding cache, in a temporary folder (never under ``~``)."""
+    return tmp_path_factory.mktemp("train-cache")
+
+
+@pytest.fixture(scope="module")
+def dataset(kb_index, train_cache):
     import torch
 
-    from agent.train_data import DataConfig, build_dataset
+    from agent.training.data import DataConfig
+    from agent.training.mix import build_dataset
 
     torch.set_num_threads(1)
-    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=40, bitext_n=20,
-                     cache_dir=Path("~/.cache/moments/train").expanduser())
+    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=40, bitext_n=20, cache_dir=train_cache)
     return build_dataset(cfg, index=kb_index)
 
 
 def test_split_by_entity_and_mix(dataset):
-    from agent.train_data import entities
+    from agent.training.data import entities
 
     assert dataset.train and dataset.eval
     assert not entities(dataset.train) & entities(dataset.eval)
@@ -49,19 +56,19 @@ def test_split_by_entity_and_mix(dataset):
     assert not kb_eval & {e.question.lower() for e in dataset.train}
 
 
-def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
+def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset, train_cache):
     """Fixed hand-over strings made greedy decoding collapse onto them (session 2); the pools are varied now."""
     import dataclasses
     import random
 
-    from agent.train_data import (
+    from agent.training.data import (
         _CLOSING_RE,
         _HANDOVER_REPLIES,
         ABSTAIN_RE,
         ABSTAIN_REPLIES,
         DataConfig,
-        build_dstc,
     )
+    from agent.training.dstc import build_dstc
 
     for pool in (ABSTAIN_REPLIES, _HANDOVER_REPLIES):
         assert all(ABSTAIN_RE.search(r) for r in pool)
@@ -69,7 +76,7 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
     unans = [e.answer for e in dataset.train + dataset.eval if not e.answerable]
     assert set(unans) <= set(ABSTAIN_REPLIES) and len(set(unans)) >= 3
     cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, max_turns=300, bitext_n=0, chitchat_rate=1.0,
-                     cache_dir=Path("~/.cache/moments/train").expanduser())
+                     cache_dir=train_cache)
     with_handover = [e for e in build_dstc(cfg, random.Random(0))[0] if e.source == "dstc11-chitchat"]
     assert any(not _CLOSING_RE.search(e.question) for e in with_handover)  # requests are kept and handed over
     closings_only = [e for e in build_dstc(dataclasses.replace(cfg, handover_chitchat=False), random.Random(0))[0]
@@ -78,13 +85,15 @@ def test_hand_over_targets_are_varied_and_chitchat_hand_overs_optional(dataset):
     assert all(_CLOSING_RE.search(e.question) and not ABSTAIN_RE.search(e.answer) for e in closings_only)
 
 
-def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index):
+def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index, train_cache):
     import random
 
-    from agent.train_data import DataConfig, _kb_answer, build_bitext, strip_citations
+    from agent.training.bitext import build_bitext
+    from agent.training.data import DataConfig, strip_citations
+    from agent.training.kb import _kb_answer
 
-    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, cache_dir=Path("~/.cache/moments/train").expanduser(),
-                     bitext_n=12, bitext_grounded=True)
+    cfg = DataConfig(shared_data=SHARED_DATA, kb_path=DEFAULT_KB, cache_dir=train_cache, bitext_n=12,
+                     bitext_grounded=True)
     out = build_bitext(cfg, random.Random(0), kb_index)
     assert len(out) == 12
     for e in out:
@@ -96,8 +105,8 @@ def test_grounded_bitext_keeps_the_tone_and_cites_the_passage(kb_index):
 
 
 def test_encode_uses_agent_prompt(dataset, generator):
-    from agent.prompt import build_prompt
-    from agent.train_data import encode
+    from agent.generation.prompt import build_prompt
+    from agent.training.data import encode
 
     tok = generator.tokenizer
     ex = next(e for e in dataset.train if e.history)
@@ -113,7 +122,7 @@ def test_encode_uses_agent_prompt(dataset, generator):
 
 
 def _tiny_examples():
-    from agent.train_data import Example
+    from agent.training.data import Example
     from retrieval.types import Passage
 
     ps = [Passage(id="a#0", doc_id="a", title="Returns", text="Items can be returned within 30 days."),
@@ -125,7 +134,7 @@ def _tiny_examples():
 
 @pytest.fixture(scope="module")
 def tiny_run(settings, tmp_path_factory):
-    from agent.train import TrainConfig, train
+    from agent.training.train import TrainConfig, train
 
     run_dir = tmp_path_factory.mktemp("train-run")
     cfg = TrainConfig(models_path=settings.models_dir, run_dir=run_dir, max_steps=6, grad_accum=1, lr=2e-3,
@@ -150,7 +159,7 @@ def test_training_loss_goes_down_and_records(tiny_run):
 def test_resume_continues_from_checkpoint(tiny_run):
     from dataclasses import replace
 
-    from agent.train import train
+    from agent.training.train import train
 
     cfg, record = tiny_run
     more = train(replace(cfg, max_steps=8), examples=_tiny_examples(), sizes={"train": 2})
@@ -163,7 +172,7 @@ def test_save_load_merge_round_trip(tiny_run, settings):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from agent.provision import resolve_model
+    from agent.generation.provision import resolve_model
 
     cfg, _ = tiny_run
     model_dir = resolve_model("smollm2-135m", settings.models_dir)
@@ -186,7 +195,7 @@ SHIPPED = ADAPTERS_DIR / "smollm2-135m-support"
 
 @pytest.mark.skipif(not (SHIPPED / "adapter_config.json").is_file(), reason="no shipped adapter")
 def test_default_agent_has_shipped_adapter(settings):
-    from agent.model import adapter_hash, load_generator
+    from agent.generation.loading import adapter_hash, load_generator
 
     assert settings.adapter == "auto"
     gen = load_generator(settings)
@@ -200,7 +209,7 @@ def test_base_model_stays_selectable_and_the_adapter_is_really_active(settings, 
     """``none`` runs the base model alone; the adapter selected by folder is the default one and changes the logits."""
     import torch
 
-    from agent.model import adapter_hash, load_generator
+    from agent.generation.loading import adapter_hash, load_generator
 
     base = load_generator(settings.model_copy(update={"adapter": "none"}))
     assert base.adapter_id is None and base.adapter_hash is None

@@ -7,6 +7,8 @@ from gradio_client import Client
 
 from tests.conftest import make_settings
 
+pytestmark = [pytest.mark.slow]
+
 QUESTION = "How long do I have to return an item?"
 
 

@@ -6,7 +6,7 @@ become ``gr.Error`` so the browser shows a message and API callers get it as the
 
 Named endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
 
-* ``/chat`` — the chat tab's streamed turn (message, history, state, explain);
+* ``/chat`` — the chat tab's streamed turn (message, chat history as displayed, state, explain);
 * ``/ask`` — one turn as JSON: ``ask(question, conversation_id="", explain=False) -> dict``;
 * ``/feedback`` — rate a stored turn: ``feedback(turn_id, rating, reasons="", comment="", corrected="") -> dict``;
 * ``/review_search``, ``/review_show``, ``/review_rate`` — the review tab (see :mod:`ui.review`).
@@ -20,11 +20,11 @@ from typing import Any
 
 import gradio as gr
 
-from agent.conversation import Conversations
+from agent.conversation import ConversationRunner, try_open_store
 from agent.errors import MomentsError
 from agent.pipeline import Agent
-from agent.prompt import Exchange
 from agent.settings import Settings
+from agent.vocabulary import RATINGS, Channel
 from ui import render
 from ui.review import Review, build_review_tab
 
@@ -38,12 +38,9 @@ EXAMPLES = [
 
 
 def new_state() -> dict[str, Any]:
-    """Per-browser-session chat state: conversation id, earlier exchanges, stored turn id per bot message."""
-    return {"conversation_id": None, "exchanges": [], "turn_ids": {}}
-
-
-def _exchanges(state: dict) -> list[Exchange]:
-    return [Exchange(user=u, assistant=a) for u, a in state.get("exchanges", [])]
+    """Per-browser-session chat state: the conversation id and the stored turn id of each bot message. The
+    conversation's history is not kept here: every turn reads it from the store (``ConversationRunner.history``)."""
+    return {"conversation_id": None, "turn_ids": {}}
 
 
 class MomentsApp:
@@ -54,76 +51,62 @@ class MomentsApp:
         self.agent = agent
         self.store = store
         self.store_error = store_error
-        self.conversations = Conversations(agent, store)
+        self.runner = ConversationRunner(agent, store)
 
     # --------------------------------------------------------------------------------------- helpers
-    def _conversation(self, state: dict, question: str, channel: str) -> uuid.UUID | None:
+    def _conversation(self, state: dict, channel: Channel) -> uuid.UUID | None:
         if self.store is None:
             return None
         if state.get("conversation_id"):
             return uuid.UUID(state["conversation_id"])
-        cid = self.conversations.start(channel=channel, title=question[:120])
+        cid = self.runner.start(channel=channel)
         state["conversation_id"] = str(cid)
         return cid
 
-    def _history_from_store(self, conversation_id: str) -> list[Exchange]:
-        if not conversation_id or self.store is None:
-            return []
-        turns = self.store.recent_turns(uuid.UUID(conversation_id), limit=2 * max(self.settings.history_turns, 1))
-        exchanges, pending = [], None
-        for t in turns:
-            if t.role == "user":
-                pending = t.text
-            elif t.role == "assistant" and pending is not None and t.status != "error":
-                exchanges.append(Exchange(user=pending, assistant=t.text))
-                pending = None
-        return exchanges
-
     # --------------------------------------------------------------------------------------- chat tab
-    def chat(self, message: str, history: list[dict], state: dict, explain: bool):
-        """Streamed chat turn: yields (textbox, chatbot, passages html, explanation html, state)."""
+    def chat(self, message: str, messages: list[dict], state: dict, explain: bool):
+        """Streamed chat turn: yields (textbox, chatbot, passages html, explanation html, state). ``messages`` is what
+        the chatbot shows; the conversation's history comes from the store."""
         state = state or new_state()
-        history = list(history or [])
+        messages = list(messages or [])
         try:
             question = self.agent.validate(message)
-            cid = self._conversation(state, question, channel="ui")
+            cid = self._conversation(state, channel="ui")
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        history.append({"role": "user", "content": render.esc(question)})
-        history.append({"role": "assistant", "content": ""})
+        messages.append({"role": "user", "content": render.esc(question)})
+        messages.append({"role": "assistant", "content": ""})
         passages_html, explanation_html, answer = "", "<i>Thinking…</i>", ""
-        yield "", history, passages_html, explanation_html, state
+        yield "", messages, passages_html, explanation_html, state
         try:
-            for event in self.conversations.stream(cid, question, _exchanges(state), explain=explain):
+            for event in self.runner.stream(cid, question, explain=explain):
                 if event.kind == "retrieved":
-                    passages_html = render.passages_html([h.to_dict() for h in event.hits])
+                    passages_html = render.passages_html(event.hits)
                     explanation_html = "<i>Writing the answer…</i>"
                 elif event.kind == "token":
                     answer += event.text
-                    history[-1] = {"role": "assistant", "content": render.esc(answer)}
+                    messages[-1] = {"role": "assistant", "content": render.esc(answer)}
                 elif event.kind == "explaining":
                     k = len(event.result.hits)
                     explanation_html = (f"<i>Explaining: re-scoring the reply under all {2 ** k} subsets of the "
                                         f"{k} passages…</i>")
                 elif event.kind == "done":
                     result = event.result
-                    explanation_html = render.explanation_html(result.to_dict())
-                    passages_html = render.passages_html([h.to_dict() for h in result.hits],
-                                                         render.passage_credits(result.to_dict()))
-                    history[-1] = {"role": "assistant", "content": render.esc(result.answer)}
-                    state["exchanges"] = state["exchanges"] + [[question, result.answer]]
+                    explanation_html = render.explanation_html(result)
+                    passages_html = render.passages_html(result.hits, render.passage_credits(result.explanation))
+                    messages[-1] = {"role": "assistant", "content": render.esc(result.answer)}
                     if result.turn_id is not None:
-                        state["turn_ids"][str(len(history) - 1)] = result.turn_id
-                yield "", history, passages_html, explanation_html, state
+                        state["turn_ids"][str(len(messages) - 1)] = result.turn_id
+                yield "", messages, passages_html, explanation_html, state
         except MomentsError as exc:
-            history[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
-            yield "", history, passages_html, render.error_html(str(exc)), state
+            messages[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
+            yield "", messages, passages_html, render.error_html(str(exc)), state
         except Exception as exc:
             log.exception("chat turn failed")
             msg = f"Something went wrong while answering ({type(exc).__name__}: {exc}). Your message was kept; " \
                   "try again or start a new conversation."
-            history[-1] = {"role": "assistant", "content": render.esc(f"⚠ {msg}")}
-            yield "", history, passages_html, render.error_html(msg), state
+            messages[-1] = {"role": "assistant", "content": render.esc(f"⚠ {msg}")}
+            yield "", messages, passages_html, render.error_html(msg), state
 
     def like(self, state: dict, data: gr.LikeData) -> str:
         """Thumbs on a bot message → feedback on its stored turn."""
@@ -143,11 +126,10 @@ class MomentsApp:
         """One turn as JSON. Pass the returned ``conversation_id`` back to continue the conversation."""
         try:
             question = self.agent.validate(question)
-            history = self._history_from_store(conversation_id)
             if self.store is not None and not conversation_id:
-                conversation_id = str(self.conversations.start(channel="api", title=question[:120]))
+                conversation_id = str(self.runner.start(channel="api"))
             cid = uuid.UUID(conversation_id) if conversation_id else None
-            result = self.conversations.ask(cid, question, history, explain=bool(explain))
+            result = self.runner.ask(cid, question, explain=bool(explain))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
         except ValueError as exc:
@@ -159,8 +141,8 @@ class MomentsApp:
         """Rate a stored turn (rating ``up`` or ``down``; reasons comma-separated)."""
         if self.store is None:
             raise gr.Error(f"Feedback cannot be stored: {self.store_error or 'no conversation store configured'}.")
-        if rating not in ("up", "down"):
-            raise gr.Error("rating must be 'up' or 'down'.")
+        if rating not in RATINGS:
+            raise gr.Error(f"rating must be {' or '.join(repr(r) for r in RATINGS)}.")
         try:
             fid = self.store.add_feedback(int(turn_id), source="api", rating=rating,
                                           reasons=[r.strip() for r in reasons.split(",") if r.strip()],
@@ -176,13 +158,7 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
     agent = agent or Agent(settings)
     store_error = None
     if store is None and open_store:
-        try:
-            from agent.store import Store
-
-            store = Store(settings.db_url)
-        except MomentsError as exc:
-            store_error = str(exc)
-            log.error("conversation store unavailable: %s", exc)
+        store, store_error = try_open_store(settings)
     app = MomentsApp(settings, agent, store, store_error)
 
     with gr.Blocks(title="Moments") as demo:

@@ -1,7 +1,8 @@
 """The review tab: search stored conversations, replay one with its passages and explanations, rate answers.
 
 Handlers are methods of :class:`Review`, bound to one store; they return plain values (rows, escaped HTML) so the
-tab and tests share them. Stored explanations render through :mod:`ui.render`, exactly like live ones.
+tab and tests share them. A stored answer is read back as the :class:`~agent.turn.TurnResult` it was
+(:func:`agent.store.turns.turn_result`) and renders through :mod:`ui.render`, exactly like a live one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from typing import Any
 import gradio as gr
 
 from agent.errors import MomentsError
+from agent.store import StatsPublic, TurnPublic
+from agent.store.turns import turn_result
+from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS, REASONS
 from ui import render
 
 log = logging.getLogger(__name__)
@@ -56,13 +60,12 @@ class Review:
         return table, self.summary(stats)
 
     @staticmethod
-    def summary(stats: dict) -> str:
-        def pct(key: str) -> str:
-            value = stats.get(key)
+    def summary(stats: StatsPublic) -> str:
+        def pct(value: float | None) -> str:
             return "–" if value is None else f"{value:.0%}"
 
-        return (f"{stats.get('conversations', 0)} conversations, {stats.get('turns', 0)} turns · abstain "
-                f"{pct('abstain_rate')} · escalation {pct('escalation_rate')} · thumbs up {pct('thumbs_up_ratio')}")
+        return (f"{stats.conversations} conversations, {stats.turns} turns · abstain {pct(stats.abstain_rate)} · "
+                f"escalation {pct(stats.escalation_rate)} · thumbs up {pct(stats.thumbs_ratio)}")
 
     def show(self, conversation_id: str) -> str:
         """HTML replay of one conversation: every turn, with the passages it saw and its explanation."""
@@ -78,25 +81,28 @@ class Review:
             raise gr.Error(f"No conversation {conversation_id!r}.")
         parts = [(f"<h3>{render.esc(conv.title)}</h3><div class='mo-legend'>{render.esc(conv.id)} · "
                   f"{render.esc(conv.channel)} · {render.esc(conv.status)}</div>")]
+        questions = {t.id: t.text for t in conv.turns if t.role == "user"}
         for t in sorted(conv.turns, key=lambda t: t.index):
             if t.role == "user":
                 parts.append(f"<p><b>Customer:</b> {render.esc(t.text)}</p>")
-                continue
-            passages = [{"id": p.passage_id, "doc_id": p.doc_id, "title": p.title, "text": p.text,
-                         "score": p.score} for p in sorted(t.passages, key=lambda p: p.rank)]
-            result = {"answer": t.text, "abstained": t.status == "abstained", "passages": passages,
-                      "explanation": t.explanation.data if t.explanation else None}
-            head = f"<p><b>Moments</b> (turn {t.id}, {render.esc(t.status)})"
-            if t.error:
-                head += f" <span class='mo-error'>{render.esc(t.error)}</span>"
-            parts.append(head + "</p>")
-            parts.append(render.explanation_html(result) if t.status != "error" else "")
-            for f in t.feedback:
-                parts.append(f"<div class='mo-legend'>feedback: {render.esc(f.rating)} by {render.esc(f.source)}"
-                             f"{' (' + render.esc(', '.join(f.reasons)) + ')' if f.reasons else ''}"
-                             f"{' — ' + render.esc(f.comment) if f.comment else ''}"
-                             f"{' · reviewed by ' + render.esc(f.reviewer) if f.reviewed else ''}</div>")
-            parts.append(f"<details><summary>Passages</summary>{render.passages_html(passages)}</details>")
+            else:
+                parts.append(self._answer_html(t, questions.get(t.reply_to_id, "")))
+        return "\n".join(parts)
+
+    @staticmethod
+    def _answer_html(t: TurnPublic, question: str) -> str:
+        """One stored answer, rendered from the same :class:`~agent.turn.TurnResult` a live turn is."""
+        result = turn_result(t, question)
+        head = f"<p><b>Moments</b> (turn {t.id}, {render.esc(t.status)})"
+        if t.error:
+            head += f" <span class='mo-error'>{render.esc(t.error)}</span>"
+        parts = [head + "</p>", render.explanation_html(result) if t.status != "error" else ""]
+        for f in t.feedback:
+            parts.append(f"<div class='mo-legend'>feedback: {render.esc(f.rating)} by {render.esc(f.source)}"
+                         f"{' (' + render.esc(', '.join(f.reasons)) + ')' if f.reasons else ''}"
+                         f"{' — ' + render.esc(f.comment) if f.comment else ''}"
+                         f"{' · reviewed by ' + render.esc(f.reviewer) if f.reviewed else ''}</div>")
+        parts.append(f"<details><summary>Passages</summary>{render.passages_html(result.hits)}</details>")
         return "\n".join(parts)
 
     def rate(self, turn_id: float | None, rating: str, reasons: list[str], comment: str, corrected: str,
@@ -106,7 +112,7 @@ class Review:
         if not turn_id:
             raise gr.Error("Give the turn number shown in the replay (\"turn N\").")
         try:
-            store.add_feedback(int(turn_id), source="reviewer", rating=rating if rating in ("up", "down") else None,
+            store.add_feedback(int(turn_id), source="reviewer", rating=rating if rating in RATINGS else None,
                                reasons=reasons or [], comment=comment or None, corrected_answer=corrected or None,
                                reviewed=True, reviewer=reviewer or None)
         except MomentsError as exc:
@@ -118,9 +124,9 @@ def build_review_tab(review: Review) -> None:
     """Lay out the review tab inside the current ``gr.Blocks`` context."""
     with gr.Row():
         text = gr.Textbox(label="Search questions and answers", scale=3)
-        status = gr.Dropdown([ANY, "open", "abstained", "escalated", "resolved"], value=ANY, label="Status")
-        channel = gr.Dropdown([ANY, "ui", "api", "cli"], value=ANY, label="Channel")
-        rating = gr.Dropdown([ANY, "up", "down"], value=ANY, label="Rating")
+        status = gr.Dropdown([ANY, *CONVERSATION_STATUSES], value=ANY, label="Status")
+        channel = gr.Dropdown([ANY, *CHANNELS], value=ANY, label="Channel")
+        rating = gr.Dropdown([ANY, *RATINGS], value=ANY, label="Rating")
         reviewed = gr.Dropdown([ANY, "yes", "no"], value=ANY, label="Reviewed")
         conf = gr.Number(label="Confidence below", value=None)
     search = gr.Button("Search", elem_id="mo-review-search")
@@ -133,8 +139,8 @@ def build_review_tab(review: Review) -> None:
     with gr.Accordion("Rate an answer", open=False):
         with gr.Row():
             turn = gr.Number(label="Turn", precision=0)
-            rate_value = gr.Radio(["up", "down"], label="Rating")
-            reasons = gr.CheckboxGroup(["wrong source", "incomplete", "outdated", "other"], label="Reasons")
+            rate_value = gr.Radio(list(RATINGS), label="Rating")
+            reasons = gr.CheckboxGroup(list(REASONS), label="Reasons")
         comment = gr.Textbox(label="Comment")
         corrected = gr.Textbox(label="Corrected answer (feeds retraining)", lines=2)
         reviewer = gr.Textbox(label="Reviewer")

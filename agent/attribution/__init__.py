@@ -4,6 +4,8 @@ Public API::
 
     from agent.attribution import explain, METHODS
     explanation = explain(generator, layout, reply_ids, token_texts, passages, scores, method="shapley", **options)
+    explanation, table = attribute(generator, layout, ...)       # keep the table with the turn, then later:
+    again = reexplain(table, tokenizer, reply_ids, token_texts, passages, scores, method="loo")
 
 ``METHODS`` maps method names to implementations (``shapley`` — exact, the default —, ``loo``, ``surrogate``,
 ``attention``); ``options`` are the fields of :class:`~agent.attribution.methods.Options`. Modules:
@@ -13,12 +15,22 @@ Public API::
 * :mod:`~agent.attribution.surrogate` — ContextCite-style random ablations + Lasso, for large ``k``;
 * :mod:`~agent.attribution.attention` — the attention baseline;
 * :mod:`~agent.attribution.sentences`, :mod:`~agent.attribution.summary` — citations, flags, confidence;
-* :mod:`~agent.attribution.api` — ``explain()``.
+* :mod:`~agent.attribution.builder` — ``explain()``, ``attribute()`` (also returns the subset table) and
+  ``reexplain()`` (from a stored table, no model);
+* :mod:`~agent.attribution.explanation` — the :class:`Explanation` value itself.
 
 Importing this package loads numpy only; torch is imported when a method runs.
 """
 
-from agent.attribution.api import explain
-from agent.attribution.methods import METHODS, MethodResult, Options, register
+from agent.attribution.builder import attribute, explain, reexplain
+from agent.attribution.methods import (
+           METHODS,
+           TABLE_METHODS,
+           MethodResult,
+           Options,
+           register,
+           register_table,
+)
 
-__all__ = ["METHODS", "MethodResult", "Options", "explain", "register"]
+__all__ = ["METHODS", "TABLE_METHODS", "MethodResult", "Options", "attribute", "explain", "reexplain", "register",
+           "register_table"]

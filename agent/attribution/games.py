@@ -32,10 +32,6 @@ def loo_masks(k: int) -> list[int]:
     return [full] + [full ^ (1 << j) for j in range(k)] + [0]
 
 
-def popcount(mask: int) -> int:
-    return mask.bit_count()
-
-
 def shapley_weights(k: int) -> np.ndarray:
     """``w[s] = s! (k - s - 1)! / k!`` for coalition sizes ``s = 0 .. k-1``."""
     return np.array([factorial(s) * factorial(k - s - 1) / factorial(k) for s in range(k)])
@@ -53,7 +49,7 @@ def shapley(table: SubsetScores) -> np.ndarray:
     phi = np.zeros((v.shape[1], k))  # (T, k)
     for j in range(k):
         without = np.array([m for m in all_masks(k) if not m >> j & 1])  # (2^(k-1),)
-        sizes = np.array([popcount(int(m)) for m in without])
+        sizes = np.array([int(m).bit_count() for m in without])
         gain = v[without | (1 << j)] - v[without]  # (2^(k-1), T)
         phi[:, j] = (w[sizes][:, None] * gain).sum(axis=0)
     return phi

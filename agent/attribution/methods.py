@@ -15,7 +15,9 @@ what it cost. Methods:
 * ``attention`` — attention mass on each passage (one pass, plus the no-passage pass for grounding); a fast
   estimate, not causal.
 
-Register another method with :func:`register`.
+Register another method with :func:`register`, or a read-out of the subset table with :func:`register_table`
+(``shapley``, ``loo`` and ``surrogate`` are such read-outs: :func:`readout` computes them again from a stored table,
+without the model).
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ class MethodResult:
 
 Method = Callable[..., MethodResult]
 METHODS: dict[str, Method] = {}
+#: For the methods computed from a subset table: which subsets they need, and the read-out of a scored table.
+#: A stored table (see :func:`~agent.attribution.rescoring.pack_table`) can be read out again without the model.
+TABLE_METHODS: dict[str, tuple[Callable[[int, Options], list[int]], Callable[[SubsetScores, Options], MethodResult]]] = {}
 
 
 def register(name: str, description: str) -> Callable[[Method], Method]:
@@ -96,6 +101,36 @@ def register(name: str, description: str) -> Callable[[Method], Method]:
         return fn
 
     return wrap
+
+
+def register_table(name: str, description: str, masks: Callable[[int, Options], list[int]]):
+    """Decorator for a read-out ``fn(table, options)`` of a subset table: registers it in :data:`TABLE_METHODS`
+    and, in :data:`METHODS`, the method that scores the ``masks(k, options)`` subsets with the model first."""
+
+    def wrap(readout: Callable[[SubsetScores, Options], MethodResult]):
+        def method(model, layout, reply_ids: Sequence[int], *, options: Options) -> MethodResult:
+            table = _score(model, layout, reply_ids, masks(layout.n_passages, options), options)
+            return readout(table, options)
+
+        method.__doc__ = readout.__doc__
+        TABLE_METHODS[name] = (masks, readout)
+        register(name, description)(method)
+        return readout
+
+    return wrap
+
+
+def readout(name: str, table: SubsetScores, options: Options) -> MethodResult:
+    """Method ``name`` computed from an already scored subset table (no model call); ``ValueError`` when the method
+    needs the model itself (``attention``) or the table lacks subsets the method needs."""
+    if name not in TABLE_METHODS:
+        raise ValueError(f"{name!r} cannot be computed from a stored subset table; use one of {sorted(TABLE_METHODS)}")
+    masks, read = TABLE_METHODS[name]
+    missing = [m for m in masks(table.k, options) if not table.has(m)]
+    if missing:
+        raise ValueError(f"the stored table lacks {len(missing)} of the subsets {name!r} needs; explain the turn "
+                         "again with the model")
+    return read(table, options)
 
 
 def _from_table(table: SubsetScores, credit: np.ndarray, estimator: str, **extra) -> MethodResult:
@@ -111,34 +146,41 @@ def _score(model, layout, reply_ids: Sequence[int], masks: list[int], opt: Optio
                          min_shared_tokens=opt.min_shared_tokens, top_n=opt.top_n)
 
 
-@register("shapley", "exact Shapley values over all 2^k passage subsets (default); surrogate above max_exact_k")
-def shapley_method(model, layout, reply_ids: Sequence[int], *, options: Options) -> MethodResult:
-    k = layout.n_passages
+def _surrogate_masks(k: int, options: Options) -> list[int]:
+    return games.loo_masks(k) + random_masks(k, options.n_ablations, seed=options.seed)
+
+
+def _shapley_masks(k: int, options: Options) -> list[int]:
+    return games.all_masks(k) if k <= options.max_exact_k else _surrogate_masks(k, options)
+
+
+@register_table("shapley", "exact Shapley values over all 2^k passage subsets (default); surrogate above max_exact_k",
+                _shapley_masks)
+def shapley_method(table: SubsetScores, options: Options) -> MethodResult:
+    k = table.k
     if k > options.max_exact_k:
-        result = surrogate_method(model, layout, reply_ids, options=options)
+        result = surrogate_method(table, options)
         result.notes.insert(0, f"k={k} > {options.max_exact_k}: leave-one-out + ContextCite-style surrogate "
                                f"({options.n_ablations} random ablations, Lasso alpha={options.lasso_alpha}); "
                                f"exact Shapley would need {1 << k} subsets")
         return result
-    table = _score(model, layout, reply_ids, games.all_masks(k), options)
     phi = games.shapley(table)
     return _from_table(table, phi, "exact", shapley=phi, loo=games.leave_one_out(table),
                        grounding=games.grounding(table))
 
 
-@register("loo", "leave-one-out: log-prob drop when each passage alone is removed (k + 2 subsets)")
-def loo_method(model, layout, reply_ids: Sequence[int], *, options: Options) -> MethodResult:
-    table = _score(model, layout, reply_ids, games.loo_masks(layout.n_passages), options)
+@register_table("loo", "leave-one-out: log-prob drop when each passage alone is removed (k + 2 subsets)",
+                lambda k, options: games.loo_masks(k))
+def loo_method(table: SubsetScores, options: Options) -> MethodResult:
     loo = games.leave_one_out(table)
     return _from_table(table, loo, "loo", loo=loo, grounding=games.grounding(table))
 
 
-@register("surrogate", "ContextCite-style sparse linear surrogate fitted on random ablations + leave-one-out")
-def surrogate_method(model, layout, reply_ids: Sequence[int], *, options: Options) -> MethodResult:
-    k = layout.n_passages
-    sampled = random_masks(k, options.n_ablations, seed=options.seed)
-    masks = games.loo_masks(k) + sampled
-    table = _score(model, layout, reply_ids, masks, options)
+@register_table("surrogate", "ContextCite-style sparse linear surrogate fitted on random ablations + leave-one-out",
+                _surrogate_masks)
+def surrogate_method(table: SubsetScores, options: Options) -> MethodResult:
+    k = table.k
+    masks = _surrogate_masks(k, options)
     rows = [table.index[m] for m in masks]  # repeated draws count as repeated samples
     weights, _ = fit_surrogate(masks, table.logp[rows], k, alpha=options.lasso_alpha)
     return _from_table(table, weights, "surrogate", loo=games.leave_one_out(table),

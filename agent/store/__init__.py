@@ -2,14 +2,18 @@
 replayable, in SQLite (default, a file in the data home) or PostgreSQL (``MOMENTS_DATABASE_URL``).
 
     from agent.store import Store
-    store = Store(settings.db_url)            # connects and upgrades the schema
+    store = Store(url)                        # connects and upgrades the schema (the store knows no settings)
     cid = store.start_conversation(channel="ui", operator="alice")
     store.add_user_turn(cid, text=question)   # committed before generation starts
-    turn_id = store.add_assistant_turn(cid, text=answer, passages=[...], latency={...}, versions={...})
+    turn_id = store.add_turn(cid, result)     # a finished agent.turn.TurnResult: answer, passages, explanation,
+                                              # prompt/reply tokens and the subset table, in one transaction
+    store.get_result(turn_id)                 # ... and back, as the TurnResult it was
 
-Modules: ``models`` (SQLModel schema families), ``crud`` (writes of an open session), ``queries`` (filters, lists,
-statistics), ``export`` (JSONL, CSV, fine-tuning writers), ``db`` (engines, retries), ``migrate`` (Alembic, with the
-revisions in ``migrations/versions``), ``store`` (the :class:`Store` facade), ``errors``, ``testing`` (test helpers).
+Modules: ``models`` (SQLModel schema families and read models), ``turns`` (a TurnResult as rows and back), ``crud``
+(writes of an open session), ``queries`` (filters, lists, replays), ``stats`` (aggregate figures), ``export``
+(JSONL, CSV, fine-tuning writers), ``db`` (engines, what to retry), ``transactions`` (sessions and retries),
+``migrate`` (Alembic, with the revisions in ``migrations/versions``), ``store`` (the :class:`Store` facade),
+``errors``, ``testing`` (test helpers).
 """
 
 from agent.store.errors import InvalidInputError, NotFoundError
@@ -25,10 +29,13 @@ from agent.store.models import (
     ExplanationPublic,
     FeedbackPublic,
     PassagePublic,
+    StatsPublic,
     TurnPublic,
+    TurnTokensPublic,
 )
 from agent.store.queries import ConversationFilter
 from agent.store.store import Store
+from agent.vocabulary import WEAK_SCORE
 
 __all__ = [
     "CHANNELS",
@@ -37,6 +44,7 @@ __all__ = [
     "RATINGS",
     "REASONS",
     "TURN_STATUSES",
+    "WEAK_SCORE",
     "ConversationDetail",
     "ConversationFilter",
     "ConversationPublic",
@@ -45,6 +53,8 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "PassagePublic",
+    "StatsPublic",
     "Store",
     "TurnPublic",
+    "TurnTokensPublic",
 ]

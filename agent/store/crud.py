@@ -17,18 +17,19 @@ from agent.store.models import (
     AssistantTurnCreate,
     Conversation,
     ConversationCreate,
-    Explanation,
     ExplanationCreate,
+    ExplanationRow,
     Feedback,
     FeedbackCreate,
     PassageCreate,
     RetrievedPassage,
     Turn,
-    utcnow,
+    TurnTokens,
+    TurnTokensCreate,
 )
+from agent.store.types import utcnow
+from agent.vocabulary import FINAL_STATUSES
 
-#: Conversation states that an abstained answer does not overwrite.
-FINAL_STATUSES = ("escalated", "resolved")
 TITLE_CHARS = 120
 
 
@@ -92,8 +93,10 @@ def create_assistant_turn(
     turn_in: AssistantTurnCreate,
     passages: Sequence[PassageCreate],
     explanation_in: ExplanationCreate | None = None,
+    tokens_in: TurnTokensCreate | None = None,
 ) -> Turn:
-    """Append an answer with its passages (and explanation); an abstained answer marks an open conversation."""
+    """Append an answer with its passages (and explanation, and tokens); an abstained answer marks an open
+    conversation."""
     reply_to_id = turn_in.reply_to_id
     if reply_to_id is None:
         reply_to_id = last_user_turn_id(session=session, conversation_id=conversation.id)
@@ -113,6 +116,9 @@ def create_assistant_turn(
     create_passages(session=session, turn_id=turn.id, passages=passages)
     if explanation_in is not None:
         upsert_explanation(session=session, turn_id=turn.id, explanation_in=explanation_in)
+    if tokens_in is not None:
+        session.add(TurnTokens.model_validate(tokens_in, update={"turn_id": turn.id}))
+        session.flush()
     if turn.status == "abstained" and conversation.status not in FINAL_STATUSES:
         conversation.status = "abstained"
         session.add(conversation)
@@ -136,11 +142,11 @@ def get_turn(*, session: Session, turn_id: int) -> Turn:
     return turn
 
 
-def upsert_explanation(*, session: Session, turn_id: int, explanation_in: ExplanationCreate) -> Explanation:
+def upsert_explanation(*, session: Session, turn_id: int, explanation_in: ExplanationCreate) -> ExplanationRow:
     """Store the turn's explanation, replacing an earlier one."""
-    explanation = session.exec(select(Explanation).where(Explanation.turn_id == turn_id)).first()
+    explanation = session.exec(select(ExplanationRow).where(ExplanationRow.turn_id == turn_id)).first()
     if explanation is None:
-        explanation = Explanation.model_validate(explanation_in, update={"turn_id": turn_id})
+        explanation = ExplanationRow.model_validate(explanation_in, update={"turn_id": turn_id})
     else:
         explanation.sqlmodel_update(explanation_in.model_dump())
         explanation.created_at = utcnow()

@@ -22,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from agent.errors import StoreError
-from agent.store.models import json_safe
+from agent.store.types import json_safe
 
 #: Unique constraints whose violation means a concurrent writer won a race: retry the transaction.
 RACE_CONSTRAINTS = frozenset({"uq_turn_conversation_index", "ix_explanation_turn_id"})
@@ -55,7 +55,7 @@ def parse_url(url: str | URL) -> URL:
 
 
 def dumps(value: Any) -> str:
-    """The JSON serializer of the store's engines (see :func:`agent.store.models.json_safe`)."""
+    """The JSON serializer of the store's engines (see :func:`agent.store.types.json_safe`)."""
     return json.dumps(json_safe(value), ensure_ascii=False, allow_nan=False)
 
 

@@ -8,91 +8,42 @@
 All tables live in :data:`StoreModel.metadata` (not SQLModel's global one). Datetimes are timezone-aware UTC on both
 back ends (:class:`UTCDateTime`); JSON columns use SQLAlchemy's portable ``JSON`` type. The schema is created and
 changed only by the Alembic revisions in ``agent/store/migrations/versions`` (keep them in step with this module:
-``tests/test_store_migrations.py`` compares the two).
+``tests/test_store_migrations.py`` compares the two). The table of explanations is :class:`ExplanationRow` (the
+explanation value itself is :class:`agent.attribution.explanation.Explanation`, kept in its ``data`` column).
 """
 
 from __future__ import annotations
 
-import math
 import uuid
-from datetime import UTC, date, datetime
-from enum import Enum
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from datetime import datetime
+from typing import Any, ClassVar
 
-from pydantic import BeforeValidator, field_validator, model_validator
-from sqlalchemy import JSON, Dialect, MetaData, String, Text, UniqueConstraint
-from sqlalchemy.types import DateTime, TypeDecorator
+from pydantic import field_validator, model_validator
+from sqlalchemy import (
+    JSON,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
-Channel = Literal["ui", "api", "cli"]
-ConversationStatus = Literal["open", "abstained", "escalated", "resolved"]
-Role = Literal["user", "assistant"]
-TurnStatus = Literal["ok", "abstained", "error"]
-FeedbackSource = Literal["operator", "reviewer", "api"]
-Rating = Literal["up", "down"]
-Reason = Literal["wrong source", "incomplete", "outdated", "other"]
-
-CHANNELS: tuple[str, ...] = get_args(Channel)
-CONVERSATION_STATUSES: tuple[str, ...] = get_args(ConversationStatus)
-TURN_STATUSES: tuple[str, ...] = get_args(TurnStatus)
-FEEDBACK_SOURCES: tuple[str, ...] = get_args(FeedbackSource)
-RATINGS: tuple[str, ...] = get_args(Rating)
-REASONS: tuple[str, ...] = get_args(Reason)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` as plain JSON values: numpy scalars and arrays (anything with ``tolist``) as numbers and lists,
-    non-finite floats (NaN, ±inf) as null (PostgreSQL's JSON has no NaN), datetimes as ISO strings.
-    Anything else raises TypeError, before a transaction starts."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
-        return json_safe(value.tolist())
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, (uuid.UUID, Path)):
-        return str(value)
-    if isinstance(value, Enum):
-        return json_safe(value.value)
-    raise TypeError(f"cannot store a {type(value).__name__} in a JSON column: {value!r}")
-
-
-def _json_dict(value: Any) -> Any:
-    return {} if value is None else json_safe(value)
-
-
-#: A dict validated into plain JSON values (see :func:`json_safe`); None becomes {}.
-JsonDict = Annotated[dict[str, Any], BeforeValidator(_json_dict)]
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timestamp stored as UTC and always read back timezone-aware (SQLite keeps no zone; naive input is UTC)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from agent.store.types import JsonDict, UTCDateTime, utcnow
+from agent.vocabulary import (  # noqa: F401 - re-exported: the store's vocabularies are the project's
+    CHANNELS,
+    CONVERSATION_STATUSES,
+    FEEDBACK_SOURCES,
+    RATINGS,
+    REASONS,
+    TURN_STATUSES,
+    Channel,
+    ConversationStatus,
+    FeedbackSource,
+    Rating,
+    Reason,
+    TurnStatus,
+)
 
 
 class StoreModel(SQLModel):
@@ -237,7 +188,10 @@ class ExplanationBase(StoreModel):
     top_doc_id: str | None = Field(default=None, max_length=255, index=True)
 
 
-class Explanation(ExplanationBase, table=True):
+class ExplanationRow(ExplanationBase, table=True):
+    """The table of explanations (named apart from the value :class:`agent.attribution.explanation.Explanation`,
+    which its ``data`` column holds as JSON)."""
+
     __tablename__ = "explanation"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -253,6 +207,39 @@ class ExplanationPublic(ExplanationBase):
     id: int
     turn_id: int
     created_at: datetime
+
+
+# --- TurnTokens -----------------------------------------------------------------------------------------------
+
+
+class TurnTokensBase(StoreModel):
+    """What an answer needs to be explained again later without the model's 2^k passes (revision 0003)."""
+
+    #: the prompt's token ids, and the ``[start, end)`` token span of each passage's content in it
+    prompt_ids: list[int] = Field(default_factory=list, sa_type=JSON)
+    passage_spans: list[list[int]] = Field(default_factory=list, sa_type=JSON)
+    #: the reply's token ids (no stop token) and the text each one added
+    reply_ids: list[int] = Field(default_factory=list, sa_type=JSON)
+    reply_texts: list[str] = Field(default_factory=list, sa_type=JSON)
+    #: log p of every reply token under each scored passage subset (:func:`agent.attribution.rescoring.pack_table`:
+    #: float16, compressed); None when the turn was not explained with a table-based method
+    subsets: bytes | None = Field(default=None, sa_type=LargeBinary)
+
+
+class TurnTokens(TurnTokensBase, table=True):
+    __tablename__ = "turn_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    turn_id: int = Field(foreign_key="turn.id", ondelete="CASCADE", unique=True, index=True)
+
+
+class TurnTokensCreate(TurnTokensBase):
+    pass
+
+
+class TurnTokensPublic(TurnTokensBase):
+    id: int
+    turn_id: int
 
 
 # --- Feedback -------------------------------------------------------------------------------------------------
@@ -319,3 +306,45 @@ class ConversationDetail(ConversationPublic):
     """One conversation with all its turns, each with its passages, explanation and feedback (a replay)."""
 
     turns: list[TurnPublic] = Field(default_factory=list)
+
+
+# --- Statistics -----------------------------------------------------------------------------------------------
+
+
+class DocumentCount(StoreModel):
+    doc_id: str
+    answers: int
+
+
+class WeakRetrieval(StoreModel):
+    """An answer whose best passage scored below the weak-retrieval threshold, with the question it answered."""
+
+    conversation_id: str
+    turn_id: int
+    question: str | None
+    best_score: float
+
+
+class StatsPublic(StoreModel):
+    """Aggregate figures over a set of conversations (``moments logs stats``, the review tab's summary line).
+    Rates are None when there is nothing to divide by; ``thumbs_ratio`` is up ÷ (up + down)."""
+
+    conversations: int
+    turns: int
+    questions: int
+    answers: int
+    abstained: int
+    abstain_rate: float | None
+    errors: int
+    error_rate: float | None
+    escalated: int
+    escalation_rate: float | None
+    thumbs_up: int
+    thumbs_down: int
+    thumbs_ratio: float | None
+    mean_confidence: float | None
+    mean_grounded_share: float | None
+    top_cited_documents: list[DocumentCount]
+    top_retrieved_documents: list[DocumentCount]
+    weak_retrieval_threshold: float
+    weak_retrieval: list[WeakRetrieval]

@@ -18,14 +18,11 @@ from sqlalchemy import (
     ColumnElement,
     String,
     and_,
-    case,
     cast,
-    distinct,
     false,
     func,
     not_,
 )
-from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from agent.store.errors import InvalidInputError
@@ -35,8 +32,8 @@ from agent.store.models import (
     Conversation,
     ConversationDetail,
     ConversationPublic,
-    Explanation,
     ExplanationPublic,
+    ExplanationRow,
     Feedback,
     FeedbackPublic,
     PassagePublic,
@@ -44,9 +41,6 @@ from agent.store.models import (
     Turn,
     TurnPublic,
 )
-
-#: Best-passage score under which a question counts as weakly retrieved (cosine similarity).
-WEAK_SCORE = 0.5
 
 
 @dataclass(frozen=True)
@@ -125,8 +119,8 @@ def filter_clauses(f: ConversationFilter) -> list[ColumnElement[bool]]:
         reviewed = _turn_exists(col(Feedback.reviewed).is_(True), join=Feedback, onclause=has_feedback)
         clauses.append(reviewed if f.reviewed else not_(reviewed))
     if f.confidence_below is not None:
-        clauses.append(_turn_exists(col(Explanation.confidence) < f.confidence_below,
-                                    join=Explanation, onclause=col(Explanation.turn_id) == col(Turn.id)))
+        clauses.append(_turn_exists(col(ExplanationRow.confidence) < f.confidence_below,
+                                    join=ExplanationRow, onclause=col(ExplanationRow.turn_id) == col(Turn.id)))
     if f.cites_doc is not None:
         clauses.append(_turn_exists(col(RetrievedPassage.doc_id) == f.cites_doc,
                                     join=RetrievedPassage, onclause=col(RetrievedPassage.turn_id) == col(Turn.id)))
@@ -181,7 +175,7 @@ def summaries(*, session: Session, ids: Sequence[uuid.UUID]) -> list[Conversatio
     answer_ids = [t.id for t in answers.values()]
     explanations = {
         e.turn_id: e
-        for e in session.exec(select(Explanation).where(col(Explanation.turn_id).in_(answer_ids))).all()
+        for e in session.exec(select(ExplanationRow).where(col(ExplanationRow.turn_id).in_(answer_ids))).all()
     }
     result = []
     for cid in ids:
@@ -221,7 +215,7 @@ def turn_details(*, session: Session, turns: Sequence[Turn]) -> list[TurnPublic]
             .order_by(col(RetrievedPassage.rank))
         ).all():
             passages[p.turn_id].append(PassagePublic.model_validate(p))
-        for e in session.exec(select(Explanation).where(col(Explanation.turn_id).in_(turn_ids))).all():
+        for e in session.exec(select(ExplanationRow).where(col(ExplanationRow.turn_id).in_(turn_ids))).all():
             explanations[e.turn_id] = ExplanationPublic.model_validate(e)
         for fb in session.exec(
             select(Feedback)
@@ -270,87 +264,3 @@ def resolve_id(*, session: Session, prefix: str) -> list[uuid.UUID]:
         return [found] if found else []
     as_hex = func.replace(func.lower(cast(col(Conversation.id), String)), "-", "")
     return list(session.exec(select(Conversation.id).where(as_hex.like(digits + "%")).limit(2)).all())
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return part / whole if whole else None
-
-
-def stats(*, session: Session, filters: ConversationFilter, weak_score: float = WEAK_SCORE,
-          top: int = 10) -> dict[str, Any]:
-    """Aggregate figures over the matching conversations (rates are None when there is nothing to divide by)."""
-    conv = select(Conversation.id).where(*filter_clauses(filters)).subquery()
-    in_scope = col(Turn.conversation_id).in_(select(conv.c.id))
-
-    n_conversations, n_escalated = session.exec(
-        select(func.count(), func.coalesce(func.sum(case((Conversation.status == "escalated", 1), else_=0)), 0))
-        .where(col(Conversation.id).in_(select(conv.c.id)))
-    ).one()
-    is_answer = Turn.role == "assistant"
-    n_turns, n_answers, n_abstained, n_errors = session.exec(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((is_answer, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((and_(is_answer, Turn.status == "abstained"), 1), else_=0)), 0),
-            func.coalesce(func.sum(case((and_(is_answer, Turn.status == "error"), 1), else_=0)), 0),
-        ).where(in_scope)
-    ).one()
-    up, down = session.exec(
-        select(
-            func.coalesce(func.sum(case((Feedback.rating == "up", 1), else_=0)), 0),
-            func.coalesce(func.sum(case((Feedback.rating == "down", 1), else_=0)), 0),
-        ).join(Turn, col(Feedback.turn_id) == col(Turn.id)).where(in_scope)
-    ).one()
-    mean_confidence, mean_grounded = session.exec(
-        select(func.avg(Explanation.confidence), func.avg(Explanation.grounded_share))
-        .join(Turn, col(Explanation.turn_id) == col(Turn.id)).where(in_scope)
-    ).one()
-    cited = session.exec(
-        select(Explanation.top_doc_id, func.count().label("n"))
-        .join(Turn, col(Explanation.turn_id) == col(Turn.id))
-        .where(in_scope, col(Explanation.top_doc_id).is_not(None))
-        .group_by(col(Explanation.top_doc_id))
-        .order_by(func.count().desc(), col(Explanation.top_doc_id))
-        .limit(top)
-    ).all()
-    retrieved = session.exec(
-        select(RetrievedPassage.doc_id, func.count(distinct(RetrievedPassage.turn_id)).label("n"))
-        .join(Turn, col(RetrievedPassage.turn_id) == col(Turn.id))
-        .where(in_scope)
-        .group_by(col(RetrievedPassage.doc_id))
-        .order_by(func.count(distinct(RetrievedPassage.turn_id)).desc(), col(RetrievedPassage.doc_id))
-        .limit(top)
-    ).all()
-    question = aliased(Turn)
-    weak = session.exec(
-        select(Turn.conversation_id, Turn.id, question.text, Turn.best_score)
-        .outerjoin(question, col(Turn.reply_to_id) == question.id)
-        .where(in_scope, is_answer, col(Turn.best_score) < weak_score)
-        .order_by(col(Turn.best_score), col(Turn.id))
-        .limit(max(top, 20))
-    ).all()
-    return {
-        "conversations": n_conversations,
-        "turns": n_turns,
-        "questions": n_turns - n_answers,
-        "answers": n_answers,
-        "abstained": n_abstained,
-        "abstain_rate": _rate(n_abstained, n_answers),
-        "errors": n_errors,
-        "error_rate": _rate(n_errors, n_answers),
-        "escalated": n_escalated,
-        "escalation_rate": _rate(n_escalated, n_conversations),
-        "thumbs_up": up,
-        "thumbs_down": down,
-        "thumbs_ratio": _rate(up, up + down),
-        "mean_confidence": None if mean_confidence is None else float(mean_confidence),
-        "mean_grounded_share": None if mean_grounded is None else float(mean_grounded),
-        "top_cited_documents": [{"doc_id": d, "answers": n} for d, n in cited],
-        "top_retrieved_documents": [{"doc_id": d, "answers": n} for d, n in retrieved],
-        "weak_retrieval_threshold": weak_score,
-        "weak_retrieval": [
-            {"conversation_id": str(c), "turn_id": t, "question": q, "best_score": s} for c, t, q, s in weak
-        ],
-    }
-
-

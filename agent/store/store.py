@@ -13,37 +13,27 @@ Contract:
 * Invalid arguments (unknown status, channel, rating...) raise :class:`InvalidInputError` (a ``StoreError`` and a
   ``ValueError``) before anything is written; a missing conversation or turn raises :class:`NotFoundError` (a
   ``StoreError`` and a ``LookupError``). Values that cannot be stored as JSON at all raise ``TypeError``.
-* Reads return public models (``ConversationPublic``, ``ConversationDetail``, ``TurnPublic``), never ORM objects.
-* A ``Store`` is safe to share between threads (one engine, a session per call).
+* Reads return public models (``ConversationPublic``, ``ConversationDetail``, ``TurnPublic``, ``StatsPublic``),
+  never ORM objects. A finished turn goes in as the agent's :class:`~agent.turn.TurnResult` (:meth:`Store.add_turn`,
+  with its prompt/reply token ids and subset table) and comes back as one (:meth:`Store.get_result`);
+  :meth:`Store.add_assistant_turn` is the same write from plain values (tools, tests).
+* A ``Store`` is safe to share between threads (one engine, a session per call); the store knows no settings.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
-from functools import lru_cache
-from typing import IO, Any, Self, TypeVar
+from typing import IO, Any, Self
 
-from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, func
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, select
 
-from agent.errors import StoreError
-from agent.settings import Settings
-from agent.store import crud, export, migrate, queries
-from agent.store.db import (
-    make_engine,
-    mask_url,
-    parse_url,
-    retryable,
-    unreachable,
-    writer,
-)
+from agent.attribution.explanation import Explanation
+from agent.store import crud, export, queries
+from agent.store import stats as statistics
 from agent.store.errors import InvalidInputError, NotFoundError
 from agent.store.models import (
     CONVERSATION_STATUSES,
@@ -55,22 +45,21 @@ from agent.store.models import (
     ExplanationCreate,
     FeedbackCreate,
     PassageCreate,
+    StatsPublic,
     Turn,
     TurnPublic,
-    utcnow,
+    TurnTokens,
+    TurnTokensPublic,
 )
 from agent.store.queries import ConversationFilter
+from agent.store.transactions import Database, validated
+from agent.store.turns import AnswerRows, answer_rows, explanation_row, turn_result
+from agent.store.types import utcnow
+from agent.turn import TurnResult
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 ConversationId = uuid.UUID | str
-
-
-@lru_cache(maxsize=1)
-def _revisions() -> tuple[str, frozenset[str]]:
-    return migrate.head_revision(), frozenset(migrate.known_revisions())
 
 
 def _uuid(value: ConversationId) -> uuid.UUID:
@@ -82,53 +71,23 @@ def _uuid(value: ConversationId) -> uuid.UUID:
         raise InvalidInputError(f"{value!r} is not a conversation id (a UUID)") from None
 
 
-def _validated(model: type[M], data: Any, what: str) -> M:
-    """``model`` validated from ``data``; invalid values raise :class:`InvalidInputError` saying which and why."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors()
-        )
-        raise InvalidInputError(f"invalid {what}: {problems}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
-
-
 class Store:
     """The conversation store at ``url`` (an SQLAlchemy URL: ``sqlite:///path`` or ``postgresql+psycopg://...``)."""
 
     def __init__(self, url: str, *, upgrade: bool = True, busy_timeout_s: float = 5.0,
                  retry_deadline_s: float = 30.0) -> None:
+        self._db = Database(url, upgrade=upgrade, busy_timeout_s=busy_timeout_s, retry_deadline_s=retry_deadline_s)
+        self._write, self._read = self._db.write, self._db.read
         #: the URL with its password masked: safe to show and log
-        self.url = mask_url(url)
-        self.backend = parse_url(url).get_backend_name()
-        self.retry_deadline_s = retry_deadline_s
-        self._engine = make_engine(url, busy_timeout_s=busy_timeout_s)
-        self._writer = writer(self._engine)
-        if upgrade:
-            try:
-                self._retry("open the conversation store", self._upgrade)
-            except BaseException:
-                self._engine.dispose()
-                raise
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> Store:
-        """The store configured by ``settings`` (``MOMENTS_DATABASE_URL``, else SQLite in the data home)."""
-        return cls(settings.db_url, **kwargs)
+        self.url = self._db.url
+        self.backend = self._db.backend
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
     def close(self) -> None:
         """Close the store's connections (it reconnects if used again)."""
-        self._engine.dispose()
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -136,76 +95,12 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # --- plumbing ---------------------------------------------------------------------------------------------
-
-    def _upgrade(self) -> None:
-        head, known = _revisions()
-        with self._engine.connect() as connection:
-            current = migrate.current_revision(connection)
-        if current == head:
-            return
-        if current is not None and current not in known:
-            raise StoreError(
-                f"the conversation store at {self.url} has schema revision {current}, newer than this version of "
-                f"Moments knows (up to {head}); upgrade Moments, or point MOMENTS_DATABASE_URL at another database"
-            )
-        with self._writer.begin() as connection:
-            migrate.upgrade(connection, "head")
-        log.info("conversation store %s upgraded from revision %s to %s", self.url, current, head)
-
-    def _error(self, what: str, exc: SQLAlchemyError) -> StoreError:
-        if unreachable(exc):
-            return StoreError(
-                f"cannot reach the conversation store at {self.url} ({_reason(exc)}). Check that the database "
-                "server is running and that the URL, user and password are right (MOMENTS_DATABASE_URL or --db); "
-                "unset MOMENTS_DATABASE_URL to use the SQLite file in the data home."
-            )
-        if retryable(exc):
-            return StoreError(
-                f"could not {what}: the conversation store at {self.url} stayed busy for {self.retry_deadline_s:.0f} s "
-                "(another process holds its write lock); try again, or stop the process that holds it"
-            )
-        return StoreError(f"could not {what} in the conversation store at {self.url}: {_reason(exc)}")
-
-    def _retry(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (a whole transaction), again with backoff while the database reports contention."""
-        deadline = time.monotonic() + self.retry_deadline_s
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except SQLAlchemyError as exc:
-                attempt += 1
-                if not retryable(exc) or time.monotonic() >= deadline:
-                    raise self._error(what, exc) from exc
-                delay = min(0.5, 0.01 * 2**attempt) * random.uniform(0.5, 1.5)
-                log.debug("%s: %s; retry %d in %.3f s", what, _reason(exc), attempt, delay)
-                time.sleep(delay)
-
-    def _write(self, what: str, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in one write transaction and commit it (retried as a whole on contention)."""
-
-        def transaction() -> T:
-            with Session(self._writer, expire_on_commit=False) as session:
-                result = fn(session)
-                session.commit()
-                return result
-
-        return self._retry(what, transaction)
-
-    def _read(self, what: str, fn: Callable[[Session], T]) -> T:
-        def transaction() -> T:
-            with Session(self._engine) as session:
-                return fn(session)
-
-        return self._retry(what, transaction)
-
     # --- writes -----------------------------------------------------------------------------------------------
 
     def start_conversation(self, *, channel: str, operator: str | None = None, title: str | None = None,
                            tags: Sequence[str] | None = None) -> uuid.UUID:
         """Open a conversation (``channel``: ui, api or cli); untitled, it takes its first question as title."""
-        conversation_in = _validated(ConversationCreate, {"channel": channel, "operator": operator, "title": title,
+        conversation_in = validated(ConversationCreate, {"channel": channel, "operator": operator, "title": title,
                                                          "tags": list(tags or [])}, "conversation")
 
         def write(session: Session) -> uuid.UUID:
@@ -249,34 +144,49 @@ class Store:
         ``reply_to``: the user turn answered (default: the conversation's latest user turn).
         """
         cid = _uuid(conversation_id)
-        turn_in = _validated(AssistantTurnCreate, {"text": text, "status": status, "error": error, "latency": latency,
+        turn_in = validated(AssistantTurnCreate, {"text": text, "status": status, "error": error, "latency": latency,
                                                    "versions": versions, "reply_to_id": reply_to}, "answer")
-        passages_in = [_validated(PassageCreate, p, "passage") for p in passages]
+        passages_in = [validated(PassageCreate, p, "passage") for p in passages]
         explanation_in = None
         if explanation is not None:
-            explanation_in = _validated(ExplanationCreate, {
+            explanation_in = validated(ExplanationCreate, {
                 "method": explanation_method or "unspecified", "data": explanation, "confidence": confidence,
                 "grounded_share": grounded_share, "top_doc_id": top_doc_id}, "explanation")
 
+        return self._add_answer(cid, AnswerRows(turn=turn_in, passages=passages_in, explanation=explanation_in))
+
+    def add_turn(self, conversation_id: ConversationId, result: TurnResult, *, reply_to: int | None = None) -> int:
+        """Record a finished turn in one transaction: the answer, its passages, explanation, prompt and reply tokens
+        and the attribution's subset table (see :mod:`agent.store.turns`); its turn id."""
+        return self._add_answer(_uuid(conversation_id), answer_rows(result, reply_to=reply_to))
+
+    def _add_answer(self, cid: uuid.UUID, rows: AnswerRows) -> int:
         def write(session: Session) -> int:
             conversation = crud.lock_conversation(session=session, conversation_id=cid)
-            turn = crud.create_assistant_turn(session=session, conversation=conversation, turn_in=turn_in,
-                                              passages=passages_in, explanation_in=explanation_in)
+            turn = crud.create_assistant_turn(session=session, conversation=conversation, turn_in=rows.turn,
+                                              passages=rows.passages, explanation_in=rows.explanation,
+                                              tokens_in=rows.tokens)
             assert turn.id is not None
             return turn.id
 
         return self._write("store the answer", write)
 
-    def add_explanation(self, turn_id: int, *, method: str, explanation: dict[str, Any],
+    def add_explanation(self, turn_id: int, *, explanation: Explanation | dict[str, Any], method: str | None = None,
                         confidence: float | None = None, grounded_share: float | None = None,
                         top_doc_id: str | None = None, attribution_ms: float | None = None) -> int:
-        """Store (or replace) a turn's explanation when attribution finishes after the turn; its id.
+        """Store (or replace) a turn's explanation when it is computed after the turn (explained again from the
+        stored subset table, or by a background worker); its id.
 
-        ``attribution_ms`` is merged into the turn's latency breakdown.
+        ``explanation``: an :class:`~agent.attribution.explanation.Explanation` (the summary columns come from it),
+        or its JSON form with ``method`` and the summary given. ``attribution_ms`` is merged into the turn's latency
+        breakdown.
         """
-        explanation_in = _validated(ExplanationCreate, {
-            "method": method, "data": explanation, "confidence": confidence, "grounded_share": grounded_share,
-            "top_doc_id": top_doc_id}, "explanation")
+        if isinstance(explanation, Explanation):
+            explanation_in = explanation_row(explanation)
+        else:
+            explanation_in = validated(ExplanationCreate, {
+                "method": method or "unspecified", "data": explanation, "confidence": confidence,
+                "grounded_share": grounded_share, "top_doc_id": top_doc_id}, "explanation")
 
         def write(session: Session) -> int:
             turn = crud.get_turn(session=session, turn_id=turn_id)
@@ -295,7 +205,7 @@ class Store:
 
         ``reasons``: any of 'wrong source', 'incomplete', 'outdated', 'other'.
         """
-        feedback_in = _validated(FeedbackCreate, {
+        feedback_in = validated(FeedbackCreate, {
             "source": source, "rating": rating, "reasons": list(reasons), "comment": comment,
             "corrected_answer": corrected_answer, "reviewed": reviewed, "reviewer": reviewer}, "feedback")
 
@@ -372,6 +282,22 @@ class Store:
 
         return self._read("read the turn", read)
 
+    def get_result(self, turn_id: int) -> TurnResult | None:
+        """A stored answer as the :class:`~agent.turn.TurnResult` it was, with its question and tokens (the subset
+        table included): ready to render, serialise or explain again. None if there is no such answer."""
+
+        def read(session: Session) -> TurnResult | None:
+            turn = session.get(Turn, turn_id)
+            if turn is None or turn.role != "assistant":
+                return None
+            question = session.get(Turn, turn.reply_to_id) if turn.reply_to_id is not None else None
+            tokens = session.exec(select(TurnTokens).where(TurnTokens.turn_id == turn_id)).first()
+            return turn_result(queries.turn_details(session=session, turns=[turn])[0],
+                               question.text if question is not None else "",
+                               TurnTokensPublic.model_validate(tokens) if tokens is not None else None)
+
+        return self._read("read the answer", read)
+
     def recent_turns(self, conversation_id: ConversationId, *, limit: int = 6) -> list[TurnPublic]:
         """The conversation's last ``limit`` turns, oldest first, without their children (for prompt history)."""
         cid = _uuid(conversation_id)
@@ -391,13 +317,13 @@ class Store:
             raise NotFoundError(f"several conversation ids start with {prefix!r}; give more characters")
         return found[0]
 
-    def stats(self, filters: ConversationFilter | None = None, *, weak_score: float = queries.WEAK_SCORE,
-              **filter_kwargs: Any) -> dict[str, Any]:
+    def stats(self, filters: ConversationFilter | None = None, *, weak_score: float = statistics.WEAK_SCORE,
+              **filter_kwargs: Any) -> StatsPublic:
         """Aggregate figures over the matching conversations: turns, abstain/error/escalation rates, thumbs ratio,
         mean confidence, top cited documents, questions with weak retrieval (best passage score < ``weak_score``)."""
         f = ConversationFilter.of(filters, **filter_kwargs)
         return self._read("compute statistics",
-                          lambda session: queries.stats(session=session, filters=f, weak_score=weak_score))
+                          lambda session: statistics.stats(session=session, filters=f, weak_score=weak_score))
 
     def iter_conversations(self, filters: ConversationFilter | None = None, *, batch_size: int = 100,
                            **filter_kwargs: Any) -> Iterator[ConversationDetail]:
@@ -425,8 +351,7 @@ class Store:
 
     def connect(self) -> Connection:
         """A raw connection to the store's database (the caller closes it)."""
-        return self._engine.connect()
+        return self._db.connect()
 
     def schema_revision(self) -> str | None:
-        with self._engine.connect() as connection:
-            return migrate.current_revision(connection)
+        return self._db.schema_revision()

@@ -1,6 +1,6 @@
-"""Loading the generator: base model (via :mod:`agent.provision`) plus an optional LoRA adapter (peft).
+"""Loading the generator: base model (via :mod:`agent.generation.provision`) plus an optional LoRA adapter (peft).
 
-:func:`load_generator` returns a :class:`Generator` holding the model in eval mode, its tokenizer and the ids that
+:func:`load_generator` returns a :class:`LoadedModel` holding the model in eval mode, its tokenizer and the ids that
 every stored turn records (model id, adapter id and adapter hash). Loads are cached per (model dir, adapter, quantize)
 within a process, so the UI, CLI and tests share one copy.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ProvisioningError
-from agent.prompt import PROMPT_VERSION
-from agent.provision import resolve_model
+from agent.generation.prompt import PROMPT_VERSION
+from agent.generation.provision import resolve_model
 from agent.settings import ADAPTERS_DIR, Settings
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 #: The adapter shipped for each preset, loaded when ``adapter`` is ``auto`` (if present under data/adapters/).
 DEFAULT_ADAPTERS: dict[str, str] = {"smollm2-135m": "smollm2-135m-support"}
 
-_cache: dict[tuple, Generator] = {}
+_cache: dict[tuple, LoadedModel] = {}
 _lock = threading.Lock()
 
 
 @dataclass
-class Generator:
-    """A loaded generator. ``model`` is a transformers causal LM (peft-wrapped when an adapter is active)."""
+class LoadedModel:
+    """The loaded generator model: ``model`` is a transformers causal LM (the LoRA adapter, if any, merged in)."""
 
     model: object
     tokenizer: object
@@ -39,10 +39,9 @@ class Generator:
     model_dir: Path
     adapter_id: str | None
     adapter_hash: str | None
-    load_seconds: float
     # Serialises use of the model across threads (Gradio workers); torch modules are not re-entrant with caches.
     lock: threading.Lock
-    #: The prompt this generator is run with (:data:`agent.prompt.SYSTEM_PROMPTS`): the adapter's own, if it names
+    #: The prompt this generator is run with (:data:`agent.generation.prompt.SYSTEM_PROMPTS`): the adapter's own, if it names
     #: one in ``moments.json``, else the current default.
     prompt_version: str = PROMPT_VERSION
 
@@ -87,7 +86,7 @@ def adapter_prompt_version(path: Path | None) -> str:
     return str(json.loads(meta.read_text(encoding="utf-8")).get("prompt_version", "p1"))
 
 
-def load_generator(settings: Settings) -> Generator:
+def load_generator(settings: Settings) -> LoadedModel:
     """Provision (first time) and load the generator described by ``settings``; cached per process."""
     model_dir = resolve_model(settings.model, settings.models_dir)
     adapter_dir = resolve_adapter(settings)
@@ -108,14 +107,22 @@ def apply_threads(settings: Settings) -> None:
         torch.set_num_threads(settings.threads)
 
 
-def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Generator:
+def load_base_model(model_dir: Path):
+    """The base causal LM of a model directory (fp32, eager attention, as attribution needs) and its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    apply_threads(settings)
-    started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager")
+    return model, tokenizer
+
+
+def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> LoadedModel:
+    import torch
+
+    apply_threads(settings)
+    started = time.perf_counter()
+    model, tokenizer = load_base_model(model_dir)
     a_id = a_hash = None
     if adapter_dir is not None:
         from peft import PeftModel
@@ -128,6 +135,6 @@ def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Gene
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     seconds = time.perf_counter() - started
     log.info("loaded %s%s in %.2f s", model_dir.name, f" + {a_id}" if a_id else "", seconds)
-    return Generator(model=model, tokenizer=tokenizer, model_id=settings.model, model_dir=model_dir,
-                     adapter_id=a_id, adapter_hash=a_hash, load_seconds=seconds, lock=threading.Lock(),
-                     prompt_version=adapter_prompt_version(adapter_dir))
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=settings.model, model_dir=model_dir,
+                       adapter_id=a_id, adapter_hash=a_hash, lock=threading.Lock(),
+                       prompt_version=adapter_prompt_version(adapter_dir))

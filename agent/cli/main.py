@@ -1,4 +1,5 @@
-"""The ``moments`` command line: ask, index, serve, logs, export.
+"""The agent's command line: ask, index, logs, export, train. ``serve`` needs the UI layer, so :mod:`ui.cli` (the
+``moments`` console script) adds it through :func:`main`'s ``commands`` hook; this layer never imports ``ui``.
 
 This is the only module (with the store's CLI handlers) that prints; everything else logs.
 """
@@ -10,7 +11,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.errors import MomentsError
 from agent.settings import Settings
@@ -18,7 +21,8 @@ from agent.settings import Settings
 log = logging.getLogger("moments")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The settings in force: ``MOMENTS_*`` variables, overridden by the options given on the command line."""
     overrides = {}
     for name in ("model", "adapter", "kb_path", "top_k", "database_url", "home"):
         value = getattr(args, name, None)
@@ -27,41 +31,39 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _open_store(settings: Settings):
-    """The conversation store, or None (with a warning) when it cannot be opened."""
-    try:
-        from agent.store import Store
-
-        return Store(settings.db_url)
-    except MomentsError as exc:
-        print(f"warning: this turn will not be stored: {exc}", file=sys.stderr)
-        return None
-
-
 def cmd_ask(args: argparse.Namespace) -> int:
-    from agent.conversation import Conversations
+    from agent.conversation import ConversationRunner, try_open_store
     from agent.pipeline import Agent
-    from agent.prompt import Exchange
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     agent = Agent(settings)
-    store = None if args.no_store else _open_store(settings)
-    conversations = Conversations(agent, store)
-    history = [Exchange(user=h, assistant="") for h in args.history or []]
+    store = None
+    if not args.no_store:
+        store, why = try_open_store(settings)
+        if store is None:
+            print(f"warning: this turn will not be stored: {why}", file=sys.stderr)
+    runner = ConversationRunner(agent, store)
     agent.validate(args.question)
+    if args.conversation and store is None:
+        raise MomentsError("--conversation continues a stored conversation: it needs the store (drop --no-store)")
+    cid = runner.resolve(args.conversation) if args.conversation else None
     agent.warm_up()  # load (first run: provision) before the turn, so its timings are the turn's own
-    cid = conversations.start(channel="cli", title=args.question[:120])
+    cid = cid or runner.start(channel="cli")
     result = None
-    for event in conversations.stream(cid, args.question, history, explain=args.explain):
+    for event in runner.stream(cid, args.question, explain=args.explain):
         if event.kind == "token" and not args.json:
             print(event.text, end="", flush=True)
         elif event.kind == "done":
             result = event.result
     assert result is not None
     if args.json:
-        payload = result.to_dict()
-        print(json.dumps(payload, ensure_ascii=False, indent=2))
-        return 0
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_result(result, settings)
+    return 0
+
+
+def _print_result(result, settings: Settings) -> None:
     print()
     if result.abstained:
         print(f"(abstained: best retrieval score {result.best_score:.3f} < threshold {settings.abstain_threshold})")
@@ -72,16 +74,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print(f"\nretrieval {t.get('retrieval_ms', 0):.0f} ms, generation {t.get('generation_ms', 0):.0f} ms "
           f"({len(result.token_ids)} tokens), model {result.versions.get('base_model')}"
           f"{' + ' + result.versions['adapter'] if result.versions.get('adapter') else ''}")
+    if result.conversation_id:
+        print(f"conversation {result.conversation_id} (continue it with --conversation {result.conversation_id[:8]})")
     if result.explanation is not None:
         print("\nExplanation:")
         print(result.explanation.render_text())
-    return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from retrieval.index import KnowledgeIndex, index_dir_for
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     kb = Path(args.path).expanduser().resolve()
     started = time.perf_counter()
     target = index_dir_for(settings.index_dir, kb)
@@ -96,72 +99,66 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from ui.app import serve
+def add_common_options(p: argparse.ArgumentParser) -> None:
+    """The options every command that runs the agent shares (each also exists as a ``MOMENTS_*`` variable)."""
+    p.add_argument("--model", help="preset, HF model dir or .gguf (MOMENTS_MODEL)")
+    p.add_argument("--adapter", help="auto, none, name or dir (MOMENTS_ADAPTER)")
+    p.add_argument("--kb", dest="kb_path", type=Path, help="knowledge-base folder (MOMENTS_KB_PATH)")
+    p.add_argument("--top-k", dest="top_k", type=int, help="passages per question (MOMENTS_TOP_K)")
+    p.add_argument("--db", dest="database_url", help="database URL (MOMENTS_DATABASE_URL)")
 
-    serve(_settings(args), host=args.host, port=args.port, share=False)
-    return 0
+
+#: A hook adding commands to the parser's subparsers (see :mod:`ui.cli`).
+Commands = Callable[[Any], None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[Commands] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moments", description="Moments: answers from your knowledge base, "
                                      "explained token by token.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help="preset, HF model dir or .gguf (MOMENTS_MODEL)")
-        p.add_argument("--adapter", help="auto, none, name or dir (MOMENTS_ADAPTER)")
-        p.add_argument("--kb", dest="kb_path", type=Path, help="knowledge-base folder (MOMENTS_KB_PATH)")
-        p.add_argument("--top-k", dest="top_k", type=int, help="passages per question (MOMENTS_TOP_K)")
-        p.add_argument("--db", dest="database_url", help="database URL (MOMENTS_DATABASE_URL)")
-
     ask = sub.add_parser("ask", help="answer one question, streamed, with the passages used")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead")
     ask.add_argument("--explain", action="store_true", help="attribute every reply token to the passages")
-    ask.add_argument("--history", action="append", metavar="QUESTION",
-                     help="an earlier question of the conversation (repeatable, oldest first)")
+    ask.add_argument("--conversation", metavar="ID",
+                     help="continue this stored conversation (its id, or the start of one, as `moments logs` "
+                     "prints it): its recent exchanges are the history")
     ask.add_argument("--no-store", action="store_true", help="do not record the turn in the conversation store")
-    common(ask)
+    add_common_options(ask)
     ask.set_defaults(func=cmd_ask)
 
     index = sub.add_parser("index", help="build or rebuild the knowledge-base index of a folder")
     index.add_argument("path", help="folder (or file) of Markdown, text, JSON/JSONL or CSV FAQ files")
     index.add_argument("--force", action="store_true", help="rebuild even if the saved index is current")
-    common(index)
+    add_common_options(index)
     index.set_defaults(func=cmd_index)
 
-    serve = sub.add_parser("serve", help="start the Gradio app (chat and review)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7860)
-    common(serve)
-    serve.set_defaults(func=cmd_serve)
-
-    # `moments train ...` is dispatched to agent.train.main before parsing (see main); listed here for --help.
+    # `moments train ...` is dispatched to agent.training.train.main before parsing (see main); listed here for --help.
     sub.add_parser("train", help="train the LoRA adapter (moments train --help)", add_help=False)
 
-    try:
-        from agent.logs_cli import register
-    except ImportError:  # pragma: no cover - the store CLI is part of the package
-        register = None
-    if register is not None:
-        register(sub)
+    from agent.cli.logs import register
+
+    register(sub)
+    for add in commands:
+        add(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, commands: Sequence[Commands] = ()) -> int:
+    """Run one command; ``commands`` are hooks adding more (``serve``, from :mod:`ui.cli`). Returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
-        from agent.train import main as train_main
+        from agent.training.train import main as train_main
 
         return train_main(argv[1:])
-    parser = build_parser()
+    parser = build_parser(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not hasattr(args, "db_url"):  # the store's handlers (agent.logs_cli) read the resolved URL from args
-        args.db_url = _settings(args).db_url
+    if not hasattr(args, "db_url"):  # the store's handlers (agent.cli.logs) read the resolved URL from args
+        args.db_url = settings_from_args(args).db_url
     try:
         return int(args.func(args) or 0)
     except MomentsError as exc:

@@ -39,17 +39,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
 from retrieval.embedder import normalise
-from retrieval.types import Hit
-
-if TYPE_CHECKING:  # pragma: no cover
-    from retrieval.index import KnowledgeIndex
+from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage
 
 log = logging.getLogger(__name__)
+
+
+class VectorIndex(Protocol):
+    """What follow-up search needs of an index (:class:`retrieval.index.KnowledgeIndex` is one); this module does
+    not import the index, so that the index can offer :func:`search_with_history` as a method."""
+
+    passages: list[Passage]
+
+    def __len__(self) -> int: ...
+    def search(self, query: str, k: int) -> list[Hit]: ...
+    def search_vector(self, vec: np.ndarray, k: int) -> list[Hit]: ...
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+    def vectors(self) -> np.ndarray: ...
+    def group_centroids(self) -> tuple[np.ndarray, np.ndarray]: ...
 
 MethodKind = Literal["context", "vector_sum", "concat", "none"]
 
@@ -60,7 +71,7 @@ class HistoryMethod:
 
     kind: MethodKind = "context"
     #: Earlier user turns used, most recent first.
-    turns: int = 3
+    turns: int = DEFAULT_HISTORY_TURNS
     #: Weight of the i-th most recent turn relative to the question: ``decay ** i`` (i from 0).
     decay: float = 0.8
     #: "context": weight of the document-context bonus; "vector_sum": weight of the turns' vectors.
@@ -110,7 +121,7 @@ def build_query(
 
 
 def search_with_history(
-    index: KnowledgeIndex,
+    index: VectorIndex,
     question: str,
     history: Sequence[str],
     k: int,
@@ -131,7 +142,7 @@ def search_with_history(
 
 
 def context_scores(
-    index: KnowledgeIndex, q: np.ndarray, turns: np.ndarray, weights: np.ndarray, method: HistoryMethod
+    index: VectorIndex, q: np.ndarray, turns: np.ndarray, weights: np.ndarray, method: HistoryMethod
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``"context"`` ranking score of every passage, and which context vector explains each one.
 
@@ -156,7 +167,7 @@ def context_scores(
 
 
 def _context_search(
-    index: KnowledgeIndex, q: np.ndarray, turns: np.ndarray, weights: np.ndarray, k: int, method: HistoryMethod
+    index: VectorIndex, q: np.ndarray, turns: np.ndarray, weights: np.ndarray, k: int, method: HistoryMethod
 ) -> list[Hit]:
     k = min(int(k), len(index))
     if k <= 0:

@@ -8,7 +8,7 @@
 
 :func:`register` adds the commands to the main CLI's subparsers; each handler takes the parsed ``args`` (with
 ``args.db_url``, the database URL in force, set by the main CLI) and returns an exit code. Store errors propagate as
-:class:`~agent.errors.StoreError` (the main CLI prints them). This module and ``agent/cli.py`` are the only ones
+:class:`~agent.errors.StoreError` (the main CLI prints them). This module and ``agent/cli/main.py`` are the only ones
 that print.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.errors import StoreError
+from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS, WEAK_SCORE
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)", re.IGNORECASE)
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -74,9 +75,9 @@ def _filter_options(parser: argparse.ArgumentParser, *, suppress: bool = False) 
                        help="active since (2026-11-01, 2026-11-01T09:30, or 7d for seven days ago)")
     group.add_argument("--until", type=parse_when, default=default, metavar="WHEN", help="started before")
     group.add_argument("--operator", default=default, help="operator (username)")
-    group.add_argument("--channel", choices=("ui", "api", "cli"), default=default)
-    group.add_argument("--status", choices=("open", "abstained", "escalated", "resolved"), default=default)
-    group.add_argument("--rating", choices=("up", "down"), default=default, help="some answer got this thumb")
+    group.add_argument("--channel", choices=CHANNELS, default=default)
+    group.add_argument("--status", choices=CONVERSATION_STATUSES, default=default)
+    group.add_argument("--rating", choices=RATINGS, default=default, help="some answer got this thumb")
     reviewed = group.add_mutually_exclusive_group()
     reviewed.add_argument("--reviewed", dest="reviewed", action="store_true", default=default,
                           help="some feedback was reviewed")
@@ -121,8 +122,8 @@ def register(subparsers: Any) -> None:
 
     stats = actions.add_parser("stats", help="turns, abstain/escalation rates, thumbs, confidence, top documents")
     _filter_options(stats, suppress=True)
-    stats.add_argument("--weak-score", type=float, default=0.5, metavar="X",
-                       help="best passage score under which retrieval counts as weak (default 0.5)")
+    stats.add_argument("--weak-score", type=float, default=WEAK_SCORE, metavar="X",
+                       help=f"best passage score under which retrieval counts as weak (default {WEAK_SCORE})")
     stats.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     _db_option(stats)
     stats.set_defaults(func=cmd_logs_stats)
@@ -148,15 +149,10 @@ def register(subparsers: Any) -> None:
 
 
 def _open_store(args: argparse.Namespace):  # -> agent.store.Store (imported lazily: keep `moments --help` fast)
+    """The store at ``args.db_url``: the URL in force, resolved by the main CLI from ``--db`` and the settings."""
     from agent.store import Store
 
-    url = getattr(args, "db_url", None)
-    if not url:
-        from agent.settings import Settings
-
-        overrides = {"database_url": getattr(args, "database_url", None)}
-        url = Settings(**{k: v for k, v in overrides.items() if v is not None}).db_url
-    return Store(url)
+    return Store(args.db_url)
 
 
 def _short(value: str | None, width: int) -> str:
@@ -263,27 +259,26 @@ def cmd_logs_show(args: argparse.Namespace) -> int:
 def cmd_logs_stats(args: argparse.Namespace) -> int:
     """Print aggregate figures over the matching conversations."""
     with _open_store(args) as store:
-        figures = store.stats(weak_score=args.weak_score, **filters_from_args(args))
+        f = store.stats(weak_score=args.weak_score, **filters_from_args(args))
     if getattr(args, "json", False):
-        print(json.dumps(figures, ensure_ascii=False, indent=2))
+        print(f.model_dump_json(indent=2))
         return 0
-    print(f"conversations      {figures['conversations']}")
-    print(f"turns              {figures['turns']} ({figures['questions']} questions, {figures['answers']} answers)")
-    print(f"abstain rate       {_num(figures['abstain_rate'], '{:.1%}')}")
-    print(f"error rate         {_num(figures['error_rate'], '{:.1%}')}")
-    print(f"escalation rate    {_num(figures['escalation_rate'], '{:.1%}')}")
-    print(f"thumbs up/down     {figures['thumbs_up']}/{figures['thumbs_down']} "
-          f"(ratio {_num(figures['thumbs_ratio'], '{:.0%}')})")
-    print(f"mean confidence    {_num(figures['mean_confidence'])}")
-    print(f"mean grounded      {_num(figures['mean_grounded_share'], '{:.0%}')}")
-    if figures["top_cited_documents"]:
+    print(f"conversations      {f.conversations}")
+    print(f"turns              {f.turns} ({f.questions} questions, {f.answers} answers)")
+    print(f"abstain rate       {_num(f.abstain_rate, '{:.1%}')}")
+    print(f"error rate         {_num(f.error_rate, '{:.1%}')}")
+    print(f"escalation rate    {_num(f.escalation_rate, '{:.1%}')}")
+    print(f"thumbs up/down     {f.thumbs_up}/{f.thumbs_down} (ratio {_num(f.thumbs_ratio, '{:.0%}')})")
+    print(f"mean confidence    {_num(f.mean_confidence)}")
+    print(f"mean grounded      {_num(f.mean_grounded_share, '{:.0%}')}")
+    if f.top_cited_documents:
         print("top cited documents:")
-        for d in figures["top_cited_documents"]:
-            print(f"  {d['answers']:>5}  {d['doc_id']}")
-    if figures["weak_retrieval"]:
-        print(f"weak retrieval (best passage score < {figures['weak_retrieval_threshold']}):")
-        for w in figures["weak_retrieval"]:
-            print(f"  {w['best_score']:.3f}  {w['conversation_id'][:8]}  {_short(w['question'], 70)}")
+        for d in f.top_cited_documents:
+            print(f"  {d.answers:>5}  {d.doc_id}")
+    if f.weak_retrieval:
+        print(f"weak retrieval (best passage score < {f.weak_retrieval_threshold}):")
+        for w in f.weak_retrieval:
+            print(f"  {w.best_score:.3f}  {w.conversation_id[:8]}  {_short(w.question, 70)}")
     return 0
 
 

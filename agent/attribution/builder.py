@@ -1,17 +1,19 @@
-"""``explain()``: run an attribution method on a reply and assemble its :class:`~agent.explanation.Explanation`.
+"""``explain()``: run an attribution method on a reply and assemble its :class:`~agent.attribution.explanation.Explanation`.
 
 Contract
 --------
 ``explain(generator, layout, reply_ids, token_texts, passages, scores, method="shapley", **options)``
 
-* ``layout`` is the :class:`~agent.prompt.PromptLayout` the reply was generated from, ``reply_ids`` the generated
+* ``layout`` is the :class:`~agent.generation.prompt.PromptLayout` the reply was generated from, ``reply_ids`` the generated
   token ids (no stop token) and ``token_texts`` the text each token added (``"".join(token_texts)`` is the reply, as
-  :func:`agent.generate.stream_tokens` yields it). ``passages[j]`` is the passage shown as ``[j+1]`` and
+  :func:`agent.generation.decoding.stream_tokens` yields it). ``passages[j]`` is the passage shown as ``[j+1]`` and
   ``scores[j]`` its retrieval score (``None``/empty when unknown).
 * ``options`` are the fields of :class:`~agent.attribution.methods.Options`; unknown names raise ``ValueError``.
 * The model runs under ``generator.lock`` (do not call while holding it, or pass ``use_lock=False``).
 * An empty reply gives an empty explanation (no model call); ``k = 0`` (no passages) gives every token the flag
   ``"prior"`` and no credit.
+* ``attribute(...)`` is the same, and also returns the subset table the method scored; ``reexplain(table, tokenizer,
+  ...)`` computes an explanation again from such a table (stored with the turn), with no model call.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import numpy as np
 
 from agent.attribution import sentences as sent
 from agent.attribution import summary
-from agent.attribution.methods import METHODS, MethodResult, Options
-from agent.explanation import (
+from agent.attribution.explanation import (
     Explanation,
     PassageCredit,
     SentenceCitation,
     TokenAttribution,
 )
+from agent.attribution.methods import METHODS, MethodResult, Options, readout
+from agent.attribution.rescoring import SubsetScores
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +42,22 @@ log = logging.getLogger(__name__)
 def explain(generator, layout, reply_ids: Sequence[int], token_texts: Sequence[str], passages: Sequence,
             scores: Sequence[float | None] | None = None, method: str = "shapley", **options) -> Explanation:
     """Explain every token of a reply in terms of the retrieved passages (see module docstring)."""
+    return attribute(generator, layout, reply_ids, token_texts, passages, scores, method, **options)[0]
+
+
+def attribute(generator, layout, reply_ids: Sequence[int], token_texts: Sequence[str], passages: Sequence,
+              scores: Sequence[float | None] | None = None, method: str = "shapley",
+              **options) -> tuple[Explanation, SubsetScores | None]:
+    """:func:`explain`, and the subset table the explanation was read from (None for ``attention`` or an empty
+    reply): keep it to explain the turn again later with :func:`reexplain`."""
     started = time.perf_counter()
     opt = Options.from_kwargs(**options)
     if method not in METHODS:
         raise ValueError(f"unknown attribution method {method!r}; choose one of {sorted(METHODS)}")
     k = layout.n_passages
-    if len(passages) != k:
-        raise ValueError(f"{len(passages)} passages given but the prompt layout has {k}; pass the passages in prompt "
-                         "order, the ones the reply was generated from")
-    if len(reply_ids) != len(token_texts):
-        raise ValueError(f"{len(reply_ids)} reply ids but {len(token_texts)} token texts; pass one text per token "
-                         "(the Step.text values of stream_tokens)")
-    score_list: list[float | None] = list(scores) if scores else [None] * k
-    if len(score_list) != k:
-        raise ValueError(f"{len(score_list)} retrieval scores for {k} passages")
-
+    score_list = _check(k, reply_ids, token_texts, passages, scores)
     if not reply_ids:  # nothing to attribute: an empty explanation, no model call
-        result = MethodResult(credit=np.zeros((0, k)), logp=np.zeros(0), top_logp=np.zeros((0, opt.top_n)),
-                              top_ids=np.zeros((0, opt.top_n), dtype=np.int64), estimator="exact",
-                              notes=["empty reply: nothing to attribute"])
+        result = _empty(k, opt)
     else:
         lock = generator.lock if opt.use_lock and getattr(generator, "lock", None) is not None \
             else contextlib.nullcontext()
@@ -67,7 +67,47 @@ def explain(generator, layout, reply_ids: Sequence[int], token_texts: Sequence[s
     exp.seconds = time.perf_counter() - started
     log.info("explained %d tokens over %d passages with %s (%s): %d passes, %d tokens, %.2f s", len(reply_ids), k,
              method, result.estimator, exp.forward_passes, exp.tokens_rescored, exp.seconds)
+    return exp, result.table
+
+
+def reexplain(table: SubsetScores, tokenizer, reply_ids: Sequence[int], token_texts: Sequence[str],
+              passages: Sequence, scores: Sequence[float | None] | None = None, method: str = "shapley",
+              **options) -> Explanation:
+    """The explanation of a reply computed again from its stored subset table, without the model: with another
+    method (``shapley``, ``loo``, ``surrogate``) or other options (grounding threshold, citation rules ...).
+    ``tokenizer`` only names the alternatives. Raises ``ValueError`` when the table cannot give ``method``."""
+    started = time.perf_counter()
+    opt = Options.from_kwargs(**options)
+    score_list = _check(table.k, reply_ids, token_texts, passages, scores)
+    if table.logp.shape != (len(table.masks), len(reply_ids)):
+        raise ValueError(f"the table scores {table.logp.shape[1]} reply tokens, the reply has {len(reply_ids)}")
+    result = readout(method, table, opt) if reply_ids else _empty(table.k, opt)
+    result.forward_passes = result.tokens_rescored = 0
+    result.notes.append("computed again from the stored subset table (no model call)")
+    exp = assemble(result, tokenizer, list(reply_ids), list(token_texts), passages, score_list, method, opt)
+    exp.seconds = time.perf_counter() - started
     return exp
+
+
+def _check(k: int, reply_ids: Sequence[int], token_texts: Sequence[str], passages: Sequence,
+           scores: Sequence[float | None] | None) -> list[float | None]:
+    """The retrieval scores as a list of ``k``; ``ValueError`` (saying what to pass) when the inputs disagree."""
+    if len(passages) != k:
+        raise ValueError(f"{len(passages)} passages given but the prompt layout has {k}; pass the passages in prompt "
+                         "order, the ones the reply was generated from")
+    if len(reply_ids) != len(token_texts):
+        raise ValueError(f"{len(reply_ids)} reply ids but {len(token_texts)} token texts; pass one text per token "
+                         "(the Step.text values of stream_tokens)")
+    score_list: list[float | None] = list(scores) if scores else [None] * k
+    if len(score_list) != k:
+        raise ValueError(f"{len(score_list)} retrieval scores for {k} passages")
+    return score_list
+
+
+def _empty(k: int, opt: Options) -> MethodResult:
+    return MethodResult(credit=np.zeros((0, k)), logp=np.zeros(0), top_logp=np.zeros((0, opt.top_n)),
+                        top_ids=np.zeros((0, opt.top_n), dtype=np.int64), estimator="exact",
+                        notes=["empty reply: nothing to attribute"])
 
 
 def assemble(result: MethodResult, tokenizer, reply_ids: list[int], token_texts: list[str], passages: Sequence,

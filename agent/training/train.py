@@ -1,9 +1,9 @@
-"""LoRA fine-tuning of the generator on support-style examples (``python -m agent.train`` / ``moments train``).
+"""LoRA fine-tuning of the generator on support-style examples (``python -m agent.training.train`` / ``moments train``).
 
 Contract
 --------
 * :class:`TrainConfig` holds every setting with its default; :func:`main` maps CLI flags onto it.
-* :func:`train` builds (or is given) the examples of :mod:`agent.train_data`, encodes them with the agent's
+* :func:`train` builds (or is given) the examples of :mod:`agent.training.data`, encodes them with the agent's
   prompt code, and trains a peft LoRA adapter on the attention and MLP projections (``q,k,v,o,gate,up,down``) of
   the top ``lora_layers`` decoder layers (all layers when 0). The loss is the mean cross-entropy over the reply
   tokens only; logits are computed for those positions only (``logits_to_keep``), never a (seq, vocab) tensor.
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.prompt import PROMPT_VERSION
+from agent.generation.prompt import PROMPT_VERSION
 from agent.settings import ADAPTERS_DIR, DEFAULT_KB, SHARED_DATA, Settings
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 class TrainConfig:
     """Hyper-parameters and paths of a training run (defaults: the shipped adapter's run)."""
 
-    model: str = "smollm2-135m"            # base generator: preset name or model directory (agent.provision)
-    recipe: str = "facts"                  # "facts": agent.train_facts (targets copy the answering sentence, cited);
-                                           # "dstc": agent.train_data (human DSTC replies + Bitext; the v8 recipe)
+    model: str = "smollm2-135m"            # base generator: preset name or model directory (agent.generation.provision)
+    recipe: str = "facts"                  # "facts": agent.training.facts (targets copy the answering sentence, cited);
+                                           # "dstc": agent.training.data (human DSTC replies + Bitext; the v8 recipe)
     models_path: Path | None = None        # provisioned models folder (default: Settings().models_dir)
     shared_data: Path = SHARED_DATA        # ../shared/data: dstc9/, dstc11/, bitext/
     kb_path: Path = DEFAULT_KB             # the project's knowledge base (KB examples)
@@ -54,9 +54,9 @@ class TrainConfig:
     threads: int = 1                       # torch threads (2 collapse on the shared 2-core machine)
     max_len: int = 640                     # tokens per example, prompt + reply (history trimmed to fit)
     k: int = 4                             # passages per prompt (the agent's top_k; the dstc recipe used 3)
-    unanswerable_rate: float = 0.12        # facts recipe: see agent.train_facts. dstc recipe (v8: 0.05): gold-removed "I don't know" variants per grounded pair. With one or two
+    unanswerable_rate: float = 0.12        # facts recipe: see agent.training.facts. dstc recipe (v8: 0.05): gold-removed "I don't know" variants per grounded pair. With one or two
                                            # fixed replies greedy decoding collapsed onto them (0.1: 53% false
-                                           # hand-overs); with the varied pool of train_data.ABSTAIN_REPLIES, 0.05
+                                           # hand-overs); with the varied pool of training.data.ABSTAIN_REPLIES, 0.05
                                            # gives 4-6%
     handover_chitchat: bool = True         # non-knowledge DSTC11 requests -> varied hand-over replies (False: only
                                            # closing lines like "thanks, bye" are kept, with varied answers)
@@ -89,16 +89,13 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------ pieces
 
 def load_base(cfg: TrainConfig):
-    """The base causal LM (fp32, eager attention) and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from agent.provision import resolve_model
+    """The base causal LM (fp32, eager attention) and its tokenizer, loaded as the agent loads them."""
+    from agent.generation.loading import load_base_model
+    from agent.generation.provision import resolve_model
 
     settings = Settings(model=cfg.model, models_path=cfg.models_path) if cfg.models_path else Settings(model=cfg.model)
     model_dir = resolve_model(cfg.model, settings.models_dir)
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation="eager")
+    model, tok = load_base_model(model_dir)
     return model, tok, model_dir
 
 
@@ -169,7 +166,7 @@ def _load_checkpoint(run_dir: Path, model, opt, sched) -> dict | None:
 
 
 def encode_all(tokenizer, examples, max_len: int) -> list[tuple[list[int], list[int]]]:
-    from agent.train_data import encode
+    from agent.training.data import encode
 
     out = []
     for ex in examples:
@@ -192,24 +189,7 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if examples is None:
-        from agent.train_data import DataConfig, build_dataset
-        from retrieval.index import KnowledgeIndex, index_dir_for
-
-        settings = Settings(kb_path=cfg.kb_path)  # the agent's own persisted KB index (built once, reused)
-        index = KnowledgeIndex.load_or_build(settings.kb_path, index_dir_for(settings.index_dir, settings.kb_path),
-                                             settings.embedder, settings.chunk_tokens, progress=False)
-        if cfg.recipe == "facts":
-            from agent.train_facts import FactConfig, build_facts
-
-            data = build_facts(FactConfig(shared_data=Path(cfg.shared_data), k=cfg.k, seed=cfg.seed,
-                                          unanswerable_rate=cfg.unanswerable_rate), kb_index=index)
-        else:
-            data = build_dataset(DataConfig(shared_data=Path(cfg.shared_data), kb_path=Path(cfg.kb_path),
-                                            cache_dir=run_dir.parent, k=cfg.k, seed=cfg.seed,
-                                            unanswerable_rate=cfg.unanswerable_rate,
-                                            handover_chitchat=cfg.handover_chitchat,
-                                            bitext_grounded=cfg.bitext_grounded), index=index)
-        examples, sizes = data.train, data.sizes
+        examples, sizes = build_examples(cfg, run_dir)
     if cfg.limit_examples:
         examples = examples[: cfg.limit_examples]
     model, tok, model_dir = load_base(cfg)
@@ -219,15 +199,7 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
     data_seconds = time.time() - started
     model = add_lora(model, cfg)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    state = {"step": 0, "losses": [], "seconds": 0.0}
-    if cfg.resume:
-        loaded = _load_checkpoint(run_dir, model, opt, sched)
-        if loaded:
-            state = loaded
-            log.info("resuming %s at step %d", run_dir, state["step"])
+    params, opt, sched, state = _optimizer(cfg, model, run_dir)
     order = list(range(len(encoded)))
     random.Random(cfg.seed).shuffle(order)
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc="train", unit="step", disable=not cfg.progress)
@@ -263,20 +235,65 @@ def train(cfg: TrainConfig, examples=None, sizes: dict | None = None) -> dict:
     bar.close()
     record = _record(cfg, state, sizes, len(encoded), data_seconds, model_dir, stopped_early)
     if not stopped_early:
-        adapter_dir = run_dir / "adapter"
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        model.save_pretrained(str(adapter_dir))
-        (adapter_dir / "moments.json").write_text(json.dumps(
-            {"prompt_version": PROMPT_VERSION, "recipe": cfg.recipe, "base_model": cfg.model}, indent=1) + "\n")
-        record["adapter_dir"] = str(adapter_dir)
-        if cfg.output:
-            out = Path(cfg.output)
-            out.mkdir(parents=True, exist_ok=True)
-            for f in ("adapter_config.json", "adapter_model.safetensors", "moments.json"):
-                shutil.copy2(adapter_dir / f, out / f)
-            record["output"] = str(out)
+        _save_adapter(cfg, run_dir, model, record)
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
     return record
+
+
+def build_examples(cfg: TrainConfig, run_dir: Path) -> tuple[list, dict]:
+    """The training examples of ``cfg.recipe`` and their sizes, over the agent's own persisted KB index (built
+    once, reused)."""
+    from agent.training.data import DataConfig
+    from agent.training.mix import build_dataset
+    from retrieval.index import KnowledgeIndex, index_dir_for
+
+    settings = Settings(kb_path=cfg.kb_path)
+    index = KnowledgeIndex.load_or_build(settings.kb_path, index_dir_for(settings.index_dir, settings.kb_path),
+                                         settings.embedder, settings.chunk_tokens, progress=False)
+    if cfg.recipe == "facts":
+        from agent.training.facts import FactConfig, build_facts
+
+        data = build_facts(FactConfig(shared_data=Path(cfg.shared_data), k=cfg.k, seed=cfg.seed,
+                                      unanswerable_rate=cfg.unanswerable_rate), kb_index=index)
+    else:
+        data = build_dataset(DataConfig(shared_data=Path(cfg.shared_data), kb_path=Path(cfg.kb_path),
+                                        cache_dir=run_dir.parent, k=cfg.k, seed=cfg.seed,
+                                        unanswerable_rate=cfg.unanswerable_rate,
+                                        handover_chitchat=cfg.handover_chitchat,
+                                        bitext_grounded=cfg.bitext_grounded), index=index)
+    return data.train, data.sizes
+
+
+def _optimizer(cfg: TrainConfig, model, run_dir: Path):
+    """The trainable parameters, AdamW, the LR schedule and the run state (resumed from the checkpoint if any)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    state = {"step": 0, "losses": [], "seconds": 0.0}
+    if cfg.resume:
+        loaded = _load_checkpoint(run_dir, model, opt, sched)
+        if loaded:
+            state = loaded
+            log.info("resuming %s at step %d", run_dir, state["step"])
+    return params, opt, sched, state
+
+
+def _save_adapter(cfg: TrainConfig, run_dir: Path, model, record: dict) -> None:
+    """Save the final adapter (with the prompt version and recipe it was trained with) and copy it to ``output``."""
+    adapter_dir = run_dir / "adapter"
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    model.save_pretrained(str(adapter_dir))
+    (adapter_dir / "moments.json").write_text(json.dumps(
+        {"prompt_version": PROMPT_VERSION, "recipe": cfg.recipe, "base_model": cfg.model}, indent=1) + "\n")
+    record["adapter_dir"] = str(adapter_dir)
+    if cfg.output:
+        out = Path(cfg.output)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in ("adapter_config.json", "adapter_model.safetensors", "moments.json"):
+            shutil.copy2(adapter_dir / f, out / f)
+        record["output"] = str(out)
 
 
 def _record(cfg: TrainConfig, state: dict, sizes: dict | None, n_encoded: int, data_seconds: float,

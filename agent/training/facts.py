@@ -2,7 +2,7 @@
 
 Why a second builder
 --------------------
-The first recipe (:mod:`agent.train_data`) trained on DSTC *human* responses ("Yes, they do. Anything else?") and
+The first recipe (:mod:`agent.training.data`) trained on DSTC *human* responses ("Yes, they do. Anything else?") and
 on Bitext replies, and scored token-F1. The model learned the style and not the job: on ``data/kb`` it stated the
 right fact in fewer than 1 reply in 5. Here every answerable target is the sentence(s) of a passage that answer
 the question, copied verbatim and cited ``[n]``, so the skill taught is *find the sentence, copy it, cite it*.
@@ -22,9 +22,9 @@ Contract
   that does not name its entity gets either only that entity's passages or an earlier exchange naming it.
 * Unanswerable (``unanswerable_rate``): the same prompt with the answer (and near-duplicate FAQs) removed;
   cross-domain (``crossdomain_rate``): the question with passages retrieved from ``data/kb`` (a store), and store
-  questions from Bitext with hotel/restaurant passages. Target: one of :data:`agent.train_data.ABSTAIN_REPLIES`.
+  questions from Bitext with hotel/restaurant passages. Target: one of :data:`agent.training.data.ABSTAIN_REPLIES`.
 * A few closings ("thanks, bye" → a short closing), no Bitext filler.
-* **Split by entity** (:func:`agent.train_data.is_held_out`): held-out entities give the ``eval`` side (a dev set
+* **Split by entity** (:func:`agent.training.data.is_held_out`): held-out entities give the ``eval`` side (a dev set
   for choosing checkpoints and recipes); ``data/kb`` questions (``data/eval``) and every evaluation-only
   knowledge base under ``data/eval/`` are never read.
 """
@@ -41,8 +41,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.prompt import Exchange
-from agent.train_data import (
+from agent.generation.prompt import Exchange
+from agent.training.data import (
     _CLOSING_REPLIES,
     ABSTAIN_REPLIES,
     Dataset,
@@ -56,10 +56,10 @@ from retrieval.types import Passage
 
 log = logging.getLogger(__name__)
 
-_STOP = set("a an the is are was were do does did can could i you we they it of to in on at for with and or my your "
+_STOP = set("a an the is are was were do does did can could i you we they it of to in on at for with and or my your "  # noqa: SIM905
             "there this that be have has what when where how which who any me our us will would should".split())
 #: Words too generic to decide that two FAQs are about the same topic.
-_GENERIC = set("available offer offers provide provided allowed allow service services free there here hotel "
+_GENERIC = set("available offer offers provide provided allowed allow service services free there here hotel "  # noqa: SIM905
                "restaurant guest guests place property location stay room rooms get need".split())
 _HEADINGS = ("Good to know", "Policies", "Facilities", "Details", "Before you visit", "Services", "Practical information",
              "Frequently asked", "At a glance", "Rules and amenities")
@@ -242,7 +242,7 @@ class _Builder:
 def _dialogue_turns(shared: Path, faqs: dict[str, list[Faq]]):
     """(entity, faq, question, history) for real dialogue turns whose gold knowledge is one FAQ of one entity
     (DSTC9 validation, DSTC11 turns with an FAQ among their gold snippets)."""
-    from agent.train_data import _history
+    from agent.training.dstc import _history
 
     by_q = {(e, f.question.lower()): f for e, fs in faqs.items() for f in fs}
     names = {e: fs[0].name.lower() for e, fs in faqs.items()}

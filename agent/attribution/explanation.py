@@ -127,10 +127,6 @@ class Explanation:
             raise ValueError(f"this explanation ({self.method}/{self.estimator}) has no {kind} values; use 'credit'")
         return [list(r) for r in rows]
 
-    @property
-    def credit_matrix(self) -> list[list[float]]:
-        return self.matrix("credit")
-
     def passage_totals(self) -> list[float]:
         """Total credit per passage (column sums of the credit matrix)."""
         return [p.credit for p in self.passages]

@@ -1,0 +1,40 @@
+"""The "dstc" recipe's data set: DSTC9/DSTC11 grounded turns, data/kb questions and Bitext, split by entity.
+
+:func:`build_dataset` returns a :class:`~agent.training.data.Dataset`: ``train`` and ``eval`` lists of examples
+(eval = held-out DSTC entities; KB and Bitext examples are on the train side only) and a ``sizes`` summary. Nothing
+is written into the project tree.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from agent.training.bitext import build_bitext
+from agent.training.data import DataConfig, Dataset, entities
+from agent.training.dstc import build_dstc
+from agent.training.kb import build_kb
+
+
+def build_dataset(cfg: DataConfig, index=None) -> Dataset:
+    """All examples: (train, eval) split by DSTC entity; KB and Bitext examples on the train side only."""
+    rng = random.Random(cfg.seed)
+    if index is None:
+        from retrieval.index import KnowledgeIndex
+
+        index = KnowledgeIndex.build(cfg.kb_path, cfg.embedder, cfg.chunk_tokens, progress=False)
+    train, held = build_dstc(cfg, rng)
+    train += build_kb(cfg, rng, index)
+    train += build_bitext(cfg, rng, index)
+    random.Random(cfg.seed + 1).shuffle(train)
+    sizes: dict[str, int] = defaultdict(int)
+    for e in train:
+        sizes[f"train/{e.source}"] += 1
+    for e in held:
+        sizes[f"eval/{e.source}"] += 1
+    sizes["train"], sizes["eval"] = len(train), len(held)
+    sizes["train_entities"], sizes["eval_entities"] = len(entities(train)), len(entities(held))
+    overlap = entities(train) & entities(held)
+    if overlap:
+        raise AssertionError(f"entity split leaked: {sorted(overlap)[:5]}")
+    return Dataset(train=train, eval=held, sizes=dict(sorted(sizes.items())))
