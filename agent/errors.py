@@ -1,13 +1,19 @@
 """User-facing exceptions: each message says what is wrong and what to do about it.
 
-:class:`MomentsError` (the base), :class:`ProvisioningError` and :class:`KnowledgeBaseError` are defined by the
-retrieval layer (:mod:`retrieval.errors`) and re-exported here, so the agent and its callers import every error
-from one place.
+:class:`MomentsError` (the base), :class:`ProvisioningError`, :class:`KnowledgeBaseError` and its
+:class:`CorruptIndexError` are defined by the retrieval layer (:mod:`retrieval.errors`) and re-exported here, so the
+agent and its callers import every error from one place.
 """
 
-from retrieval.errors import KnowledgeBaseError, MomentsError, ProvisioningError
+from retrieval.errors import (
+    CorruptIndexError,
+    KnowledgeBaseError,
+    MomentsError,
+    ProvisioningError,
+)
 
-__all__ = ["InputError", "KnowledgeBaseError", "MomentsError", "ProvisioningError", "StoreError"]
+__all__ = ["CorruptIndexError", "InputError", "KnowledgeBaseError", "MomentsError", "ProvisioningError",
+           "StoreError"]
 
 
 class InputError(MomentsError):

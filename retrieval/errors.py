@@ -15,3 +15,8 @@ class ProvisioningError(MomentsError):
 
 class KnowledgeBaseError(MomentsError):
     """A knowledge-base file is missing or malformed (the message names the file and line)."""
+
+
+class CorruptIndexError(KnowledgeBaseError):
+    """A saved index holds damaged vectors (NaN, infinite, not of unit length) or gave an impossible score; the
+    message names the index folder and how to rebuild it."""

@@ -16,6 +16,9 @@ Contract
 * ``search(query, k)`` / ``search_vector(vec, k)`` return up to ``k`` :class:`~retrieval.types.Hit` values,
   best first (rank 1-based, score = cosine similarity). ``search_conversation(question, history, k)``
   folds earlier user turns into the query (see :mod:`retrieval.followup`).
+* A score is never NaN or infinite: before its first search an index checks that its vectors are finite unit
+  vectors, and a damaged one raises :class:`~retrieval.errors.CorruptIndexError` naming its folder and the rebuild
+  command (see :mod:`retrieval.integrity`).
 * ``KnowledgeIndex.from_passages(passages, model)`` builds an in-memory index (benchmarks, tests).
 """
 
@@ -48,6 +51,7 @@ from retrieval.embedder import (
 )
 from retrieval.errors import KnowledgeBaseError
 from retrieval.followup import DEFAULT_METHOD, HistoryMethod, search_with_history
+from retrieval.integrity import check_hits, check_queries, check_vectors
 from retrieval.loaders import iter_kb_files, load_documents
 from retrieval.types import Hit, Passage
 
@@ -113,6 +117,7 @@ class KnowledgeIndex:
         self._vectors: np.ndarray | None = None
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._checked = False  # the vectors are checked once, before the first search (retrieval.integrity)
 
     # ------------------------------------------------------------------------------------ properties
 
@@ -281,7 +286,9 @@ class KnowledgeIndex:
         """Embed query texts with the index's model → ``(len(texts), dim)`` normalised float32 (cached)."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._query_cache))
         if missing:
-            for text, vec in zip(missing, embed(self.model, missing)):
+            vecs = embed(self.model, missing)  # (len(missing), dim)
+            check_queries(vecs, str(self.meta.get("embedder", DEFAULT_EMBEDDER)))
+            for text, vec in zip(missing, vecs):
                 self._query_cache[text] = vec
             while len(self._query_cache) > QUERY_CACHE_SIZE:
                 self._query_cache.popitem(last=False)
@@ -321,13 +328,20 @@ class KnowledgeIndex:
         k = min(int(k), len(self))
         if k <= 0:
             return []
+        self.check()
         query = normalise(np.asarray(vec, dtype=np.float32).reshape(1, -1))  # (1, dim)
+        check_queries(query, str(self.meta.get("embedder", DEFAULT_EMBEDDER)))
         scores, ids = self.faiss_index.search(query, k)  # (1, k) each
-        return [
-            Hit(passage=self.passages[i], score=float(s), rank=r)
-            for r, (s, i) in enumerate(zip(scores[0], ids[0]), 1)
-            if i >= 0
-        ]
+        hits = [Hit(passage=self.passages[i], score=float(s), rank=r)
+                for r, (s, i) in enumerate(zip(scores[0], ids[0]), 1) if i >= 0]
+        return check_hits(hits, self.directory, self.meta.get("kb_path"))
+
+    def check(self) -> None:
+        """Refuse a damaged index (:class:`~retrieval.errors.CorruptIndexError`): every vector must be a finite unit
+        vector. Done once, before the first search; every search also refuses a score that is not a cosine."""
+        if not self._checked:
+            check_vectors(self.vectors(), self.directory, self.meta.get("kb_path"))
+            self._checked = True
 
     def search_conversation(
         self, question: str, history: Sequence[str], k: int, method: HistoryMethod | None = None
@@ -336,7 +350,9 @@ class KnowledgeIndex:
 
         Scores are those of :func:`retrieval.followup.search_with_history` (cosine plus a context bonus).
         """
-        return search_with_history(self, question, history, k, method or DEFAULT_METHOD)
+        self.check()
+        hits = search_with_history(self, question, history, k, method or DEFAULT_METHOD)
+        return check_hits(hits, self.directory, self.meta.get("kb_path"))
 
 
 def _saved_version(index_dir: Path) -> str | None:

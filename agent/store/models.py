@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from agent.store.types import JsonDict, UTCDateTime, utcnow
+from agent.store.types import FiniteFloat, JsonDict, UTCDateTime, utcnow
 from agent.vocabulary import (  # noqa: F401 - re-exported: the store's vocabularies are the project's
     CHANNELS,
     CONVERSATION_STATUSES,
@@ -155,7 +155,10 @@ class RetrievedPassage(PassageBase, table=True):
 
 
 class PassageCreate(PassageBase):
-    """A retrieval hit as the pipeline has it (``Hit.to_dict()``): its ``id`` key becomes ``passage_id``."""
+    """A retrieval hit as the pipeline has it (``Hit.to_dict()``): its ``id`` key becomes ``passage_id``; its score
+    must be finite (NaN or ±inf is refused)."""
+
+    score: FiniteFloat
 
     @model_validator(mode="before")
     @classmethod
@@ -201,6 +204,8 @@ class ExplanationRow(ExplanationBase, table=True):
 
 class ExplanationCreate(ExplanationBase):
     data: JsonDict = Field(default_factory=dict)
+    confidence: FiniteFloat | None = None
+    grounded_share: FiniteFloat | None = None
 
 
 class ExplanationPublic(ExplanationBase):

@@ -24,6 +24,7 @@ from agent.store.models import (
     TurnTokensCreate,
     TurnTokensPublic,
 )
+from agent.store.transactions import validated
 from agent.turn import TurnResult
 from retrieval.types import Hit, Passage
 
@@ -43,15 +44,18 @@ class AnswerRows:
 def passage_row(hit: Hit) -> PassageCreate:
     """A retrieval hit as a stored passage snapshot (score rounded as in the turn's JSON)."""
     p = hit.passage
-    return PassageCreate(rank=hit.rank, doc_id=p.doc_id, passage_id=p.id or None, title=p.title, text=p.text,
-                         score=round(hit.score, 4), source=p.source or None, line=p.line)
+    return validated(PassageCreate, {"rank": hit.rank, "doc_id": p.doc_id, "passage_id": p.id or None,
+                                     "title": p.title, "text": p.text, "score": round(hit.score, 4),
+                                     "source": p.source or None, "line": p.line}, "passage")
 
 
 def explanation_row(exp: Explanation) -> ExplanationCreate:
     """An explanation value as its row: the whole value as JSON, and its summary in the searchable columns."""
     summary = exp.summary()
-    return ExplanationCreate(method=summary["method"], data=exp.to_dict(), confidence=summary["confidence"],
-                             grounded_share=summary["grounded_share"], top_doc_id=summary["top_doc_id"])
+    return validated(ExplanationCreate, {"method": summary["method"], "data": exp.to_dict(),
+                                         "confidence": summary["confidence"],
+                                         "grounded_share": summary["grounded_share"],
+                                         "top_doc_id": summary["top_doc_id"]}, "explanation")
 
 
 def answer_rows(result: TurnResult, *, reply_to: int | None = None) -> AnswerRows:

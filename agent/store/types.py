@@ -1,5 +1,5 @@
-"""Column types and values of the store: UTC timestamps on both back ends, and values made JSON-safe before a
-transaction starts (numpy values as numbers and lists, NaN as null)."""
+"""Column types and values of the store: UTC timestamps on both back ends, values made JSON-safe before a
+transaction starts (numpy values as numbers and lists, NaN as null), and number columns that refuse NaN and ±inf."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 from sqlalchemy import Dialect
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -44,6 +44,16 @@ def _json_dict(value: Any) -> Any:
 
 #: A dict validated into plain JSON values (see :func:`json_safe`); None becomes {}.
 JsonDict = Annotated[dict[str, Any], BeforeValidator(_json_dict)]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value}")
+    return value
+
+
+#: A float column value that is never NaN or ±inf (SQLite would store NaN as NULL, PostgreSQL as NaN).
+FiniteFloat = Annotated[float, AfterValidator(_finite)]
 
 
 def utcnow() -> datetime:
