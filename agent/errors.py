@@ -2,7 +2,8 @@
 
 :class:`MomentsError` (the base), :class:`ProvisioningError`, :class:`KnowledgeBaseError` and its
 :class:`CorruptIndexError` are defined by the retrieval layer (:mod:`retrieval.errors`) and re-exported here, so the
-agent and its callers import every error from one place.
+agent and its callers import every error from one place. The one exception is :class:`agent.settings.SettingsError`,
+defined beside the settings it describes (the settings sit below this module, so they cannot import it).
 """
 
 from retrieval.errors import (

@@ -19,6 +19,7 @@ from agent.errors import InputError
 from agent.generation.decoding import stream_tokens
 from agent.generation.prompt import Exchange, build_prompt
 from agent.settings import Settings
+from agent.text_input import text_problem
 from agent.turn import TurnResult
 from retrieval.followup import DEFAULT_METHOD
 from retrieval.types import Hit, best_score
@@ -94,8 +95,12 @@ class Agent:
 
     # ------------------------------------------------------------------------------------------ turn
     def validate(self, question: str) -> str:
-        """The question, stripped; raises :class:`InputError` for empty or too long messages."""
+        """The question, stripped; raises :class:`InputError` for empty or too long messages, and for text that is not
+        valid Unicode (lone surrogates: undecodable bytes) or holds a NUL character (:func:`text_problem`)."""
         text = (question or "").strip()
+        problem = text_problem(text)
+        if problem:
+            raise InputError(f"Your message {problem}. Send it again as plain UTF-8 text (re-type or re-paste it).")
         if not text:
             raise InputError("Your message is empty. Type a question about an order, a return, an account, ...")
         limit = self.settings.max_message_chars

@@ -2,15 +2,20 @@
 
 Nothing here touches the disk or the network; paths are resolved lazily by the parts that use them.
 Build a fresh :class:`Settings` wherever one is needed (tests pass their own), there is no global instance.
+:func:`load_settings` builds one for a command line or a server: an invalid value raises
+:class:`SettingsError`, one line per setting naming its variable (or option) and the values allowed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retrieval.errors import MomentsError
 from retrieval.types import DEFAULT_HISTORY_TURNS
 
 #: The project checkout (``agent/`` lives directly under it).
@@ -26,6 +31,10 @@ DEFAULT_ABSTAIN_MESSAGE = (
     "I don't know the answer to that from our help centre, so I don't want to guess. "
     "Let me hand you to a colleague who can help."
 )
+
+
+class SettingsError(MomentsError):
+    """A setting (``MOMENTS_*`` variable or option) has a value outside what it accepts; the message names it."""
 
 
 class Settings(BaseSettings):
@@ -54,7 +63,8 @@ class Settings(BaseSettings):
     kb_path: Path = Field(default=DEFAULT_KB, description="Knowledge-base folder (or single file) to index.")
     top_k: int = Field(default=4, ge=1, le=16, description="Passages retrieved per question.")
     abstain_threshold: float = Field(
-        default=0.35, description="Abstain when the best retrieval score (cosine) is below this."
+        default=0.35, ge=-1.0, le=1.0, allow_inf_nan=False,
+        description="Abstain when the best retrieval score (cosine) is below this.",
     )
     abstain_message: str = Field(default=DEFAULT_ABSTAIN_MESSAGE)
     prompt: str = Field(
@@ -100,3 +110,46 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home_dir / 'moments.db'}"
+
+
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false (1/0, yes/no)"}
+
+
+def allowed_values(name: str) -> str:
+    """What the setting ``name`` accepts, in words: "a whole number from 1 to 16", "a number", ..."""
+    field = Settings.model_fields[name]
+    kind = _KINDS.get(field.annotation, "a path" if field.annotation is Path else "text")
+    low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    if low is not None and high is not None:
+        return f"{kind} from {low:g} to {high:g}"
+    if low is not None:
+        return f"{kind}, {low:g} or more"
+    return f"{kind}, {high:g} or less" if high is not None else kind
+
+
+def _problem(error: Any, overrides: Mapping[str, Any], options: Mapping[str, str]) -> str:
+    """One line about one invalid setting: where its value came from, the value, what is allowed."""
+    name = str(error["loc"][0]) if error.get("loc") else ""
+    if name not in Settings.model_fields:
+        return error["msg"]
+    variable = f"MOMENTS_{name.upper()}"
+    option = options.get(name)
+    if name in overrides:
+        given = f"{option} {overrides[name]}" if option else f"{name}={overrides[name]!r}"
+    else:
+        given = f"{variable}={error.get('input')!r}"
+    where = f"option {option} or variable {variable}" if option else f"variable {variable}"
+    return f"{given} is not valid: it must be {allowed_values(name)} (setting {name}: {where})"
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None, *, options: Mapping[str, str] | None = None) -> Settings:
+    """:class:`Settings` from the ``MOMENTS_*`` variables and ``overrides``; an invalid value raises
+    :class:`SettingsError` with one line naming each bad setting as the user gave it (``options`` maps a field to
+    its command-line option, e.g. ``{"top_k": "--top-k"}``) and the values it accepts."""
+    overrides = dict(overrides or {})
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [_problem(e, overrides, options or {}) for e in exc.errors()]
+        raise SettingsError("; ".join(dict.fromkeys(problems))) from None

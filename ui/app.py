@@ -43,6 +43,17 @@ def new_state() -> dict[str, Any]:
     return {"conversation_id": None, "turn_ids": {}}
 
 
+def _conversation_id(value: str | None) -> uuid.UUID | None:
+    """The ``/ask`` caller's conversation id as a UUID (None when not given); only this can blame the id."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(str(value).strip())
+    except ValueError:
+        raise gr.Error(f"Invalid conversation id {value!r}: pass the conversation_id a previous /ask call returned, "
+                       "or leave it empty to start a new conversation.") from None
+
+
 class MomentsApp:
     """Handlers of the app, bound to one agent and store (so tests can build several apps)."""
 
@@ -126,14 +137,12 @@ class MomentsApp:
         """One turn as JSON. Pass the returned ``conversation_id`` back to continue the conversation."""
         try:
             question = self.agent.validate(question)
-            if self.store is not None and not conversation_id:
-                conversation_id = str(self.runner.start(channel="api"))
-            cid = uuid.UUID(conversation_id) if conversation_id else None
+            cid = _conversation_id(conversation_id)
+            if self.store is not None and cid is None:
+                cid = self.runner.start(channel="api")
             result = self.runner.ask(cid, question, explain=bool(explain))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        except ValueError as exc:
-            raise gr.Error(f"Invalid conversation id {conversation_id!r}: {exc}") from exc
         return result.to_dict()
 
     def feedback(self, turn_id: float, rating: str, reasons: str = "", comment: str = "",

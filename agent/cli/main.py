@@ -1,7 +1,8 @@
 """The agent's command line: ask, index, logs, export, train. ``serve`` needs the UI layer, so :mod:`ui.cli` (the
 ``moments`` console script) adds it through :func:`main`'s ``commands`` hook; this layer never imports ``ui``.
 
-This is the only module (with the store's CLI handlers) that prints; everything else logs.
+This is the only module (with the store's CLI handlers) that prints; everything else logs. Arguments that are not
+valid UTF-8 and invalid settings end the command with one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -15,20 +16,41 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.errors import MomentsError
-from agent.settings import Settings
+from agent.errors import InputError, MomentsError
+from agent.settings import Settings, load_settings
+from agent.text_input import text_problem
 
 log = logging.getLogger("moments")
 
 
+#: The settings that are also options (see :func:`add_common_options`), as the user types them.
+OPTIONS = {"model": "--model", "adapter": "--adapter", "kb_path": "--kb", "top_k": "--top-k", "database_url": "--db"}
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The settings in force: ``MOMENTS_*`` variables, overridden by the options given on the command line."""
+    """The settings in force: ``MOMENTS_*`` variables, overridden by the options given on the command line; an
+    invalid value raises :class:`~agent.settings.SettingsError` naming the variable or option and what it accepts."""
     overrides = {}
     for name in ("model", "adapter", "kb_path", "top_k", "database_url", "home"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return Settings(**overrides)
+    return load_settings(overrides, options=OPTIONS)
+
+
+def check_arguments(argv: Sequence[str]) -> None:
+    """Raise :class:`InputError` for an argument that is not valid UTF-8 text (Python decodes such bytes to lone
+    surrogates) or holds a NUL, naming it by position and showing its bytes."""
+    for position, arg in enumerate(argv, 1):
+        problem = text_problem(arg)
+        if problem and "UTF-8" in problem:
+            try:
+                problem = f"is not valid UTF-8 text (its bytes: {arg.encode('utf-8', 'surrogateescape')!r})"
+            except UnicodeEncodeError:  # a surrogate no bytes decode to (main called with such a string)
+                problem = f"is not valid UTF-8 text ({arg!a})"
+        if problem:
+            raise InputError(f"argument {position} {problem}. Type it again as UTF-8 text (check that your "
+                             "terminal and LANG / LC_ALL use UTF-8).")
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -149,6 +171,11 @@ def build_parser(commands: Sequence[Commands] = ()) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, commands: Sequence[Commands] = ()) -> int:
     """Run one command; ``commands`` are hooks adding more (``serve``, from :mod:`ui.cli`). Returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        check_arguments(argv)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if argv[:1] == ["train"]:
         from agent.training.train import main as train_main
 
@@ -157,9 +184,9 @@ def main(argv: list[str] | None = None, commands: Sequence[Commands] = ()) -> in
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not hasattr(args, "db_url"):  # the store's handlers (agent.cli.logs) read the resolved URL from args
-        args.db_url = settings_from_args(args).db_url
     try:
+        if not hasattr(args, "db_url"):  # the store's handlers (agent.cli.logs) read the resolved URL from args
+            args.db_url = settings_from_args(args).db_url
         return int(args.func(args) or 0)
     except MomentsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,9 +10,10 @@ Contract:
   "database is locked".
 * Turn indexes are allocated under a lock on the conversation (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR NO KEY
   UPDATE`` on PostgreSQL) and guarded by a unique (conversation, index) constraint.
-* Invalid arguments (unknown status, channel, rating...) raise :class:`InvalidInputError` (a ``StoreError`` and a
-  ``ValueError``) before anything is written; a missing conversation or turn raises :class:`NotFoundError` (a
-  ``StoreError`` and a ``LookupError``). Values that cannot be stored as JSON at all raise ``TypeError``.
+* Invalid arguments (unknown status, channel, rating..., a NaN or infinite score or confidence, text holding a lone
+  surrogate) raise :class:`InvalidInputError` (a ``StoreError`` and a ``ValueError``) before anything is written; a
+  missing conversation or turn raises :class:`NotFoundError` (a ``StoreError`` and a ``LookupError``). Values that
+  cannot be stored as JSON at all raise ``TypeError``.
 * Reads return public models (``ConversationPublic``, ``ConversationDetail``, ``TurnPublic``, ``StatsPublic``),
   never ORM objects. A finished turn goes in as the agent's :class:`~agent.turn.TurnResult` (:meth:`Store.add_turn`,
   with its prompt/reply token ids and subset table) and comes back as one (:meth:`Store.get_result`);

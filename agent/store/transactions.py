@@ -144,7 +144,14 @@ class Database:
                 session.commit()
                 return result
 
-        return self._retry(what, transaction)
+        try:
+            return self._retry(what, transaction)
+        except UnicodeEncodeError as exc:  # a lone surrogate (undecodable bytes) in a text value: nothing written
+            bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
+            raise InvalidInputError(
+                f"could not {what}: the text is not valid UTF-8 (it holds {bad!r}, a lone surrogate, at character "
+                f"{exc.start + 1}); send it again as UTF-8 text"
+            ) from None
 
     def read(self, what: str, fn: Callable[[Session], T]) -> T:
         def transaction() -> T:
