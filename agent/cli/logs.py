@@ -9,7 +9,9 @@
 :func:`register` adds the commands to the main CLI's subparsers; each handler takes the parsed ``args`` (with
 ``args.db_url``, the database URL in force, set by the main CLI) and returns an exit code. Store errors propagate as
 :class:`~agent.errors.StoreError` (the main CLI prints them). This module and ``agent/cli/main.py`` are the only ones
-that print.
+that print. Stored text (messages, replies, titles, passages, feedback) is printed through
+:func:`agent.cli.terminal.printable` (JSON through ``printable_json``); an export goes to a file or a pipe exactly as
+stored, and to a terminal with its control characters escaped.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
+from agent.cli.terminal import TerminalWriter, printable, printable_json
 from agent.errors import StoreError
 from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS, WEAK_SCORE
 
@@ -156,7 +159,7 @@ def _open_store(args: argparse.Namespace):  # -> agent.store.Store (imported laz
 
 
 def _short(value: str | None, width: int) -> str:
-    text = " ".join((value or "").split())
+    text = printable(" ".join((value or "").split()))  # escapes first: the width is the width shown
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -168,6 +171,11 @@ def _when(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _echo(text: str = "") -> None:
+    """Print a line for people; the stored and user text in it is shown, never obeyed (:func:`printable`)."""
+    print(printable(text))
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     """List recent conversations (``--json`` for machine-readable output)."""
     filters = filters_from_args(args)
@@ -175,22 +183,22 @@ def cmd_logs(args: argparse.Namespace) -> int:
         rows = store.list_conversations(limit=args.limit, offset=args.offset, **filters)
         total = store.count_conversations(**filters)
     if args.json:
-        print(json.dumps([r.model_dump(mode="json") for r in rows], ensure_ascii=False, indent=2))
+        print(printable_json(json.dumps([r.model_dump(mode="json") for r in rows], ensure_ascii=False, indent=2)))
         return 0
     if not rows:
-        print("no conversations match" if filters or args.offset else "no conversations stored yet")
+        _echo("no conversations match" if filters or args.offset else "no conversations stored yet")
         return 0
-    print(f"{'ID':<8}  {'UPDATED (UTC)':<16}  {'CH':<3}  {'OPERATOR':<10}  {'STATUS':<9}  {'TURNS':>5}  "
+    _echo(f"{'ID':<8}  {'UPDATED (UTC)':<16}  {'CH':<3}  {'OPERATOR':<10}  {'STATUS':<9}  {'TURNS':>5}  "
           f"{'CONF':>4}  {'GRND':>4}  {'TOP DOC':<16}  TITLE")
     for r in rows:
-        print(f"{str(r.id)[:8]:<8}  {_when(r.updated_at):<16}  {r.channel:<3}  {_short(r.operator or '-', 10):<10}  "
+        _echo(f"{str(r.id)[:8]:<8}  {_when(r.updated_at):<16}  {r.channel:<3}  {_short(r.operator or '-', 10):<10}  "
               f"{r.status:<9}  {r.turn_count:>5}  {_num(r.last_confidence):>4}  "
               f"{_num(r.last_grounded_share, '{:.0%}'):>4}  {_short(r.last_top_doc_id or '-', 16):<16}  "
               f"{_short(r.title, 60)}")
     shown_to = args.offset + len(rows)
     if shown_to < total or args.offset:
         more = f"; --offset {shown_to} for more" if shown_to < total else ""
-        print(f"({args.offset + 1}-{shown_to} of {total}{more})")
+        _echo(f"({args.offset + 1}-{shown_to} of {total}{more})")
     return 0
 
 
@@ -202,23 +210,23 @@ def _print_turn(turn: Any) -> None:
                    if isinstance(turn.latency.get(f"{name}_ms"), (int, float))]
         if timings:
             head.append(", ".join(timings))
-    print(" · ".join(head))
+    _echo(" · ".join(head))
     for line in (turn.text or "").splitlines() or [""]:
-        print(f"    {line}")
+        _echo(f"    {line}")
     if turn.error:
-        print(f"    error: {turn.error}")
+        _echo(f"    error: {turn.error}")
     v = turn.versions
     if v:
         model = v.get("base_model", "?") + (f" + {v['adapter']}" if v.get("adapter") else "")
         extras = [f"{k} {v[k]}" for k in ("adapter_hash", "embedder", "index_version", "prompt_version") if v.get(k)]
-        print("    model " + " · ".join([model, *extras]))
+        _echo("    model " + " · ".join([model, *extras]))
     if turn.passages:
-        print("    passages:")
+        _echo("    passages:")
         for p in turn.passages:
-            print(f"      [{p.rank}] {p.score:.3f}  {_short(p.doc_id, 30)}  {_short(p.title, 50)}")
+            _echo(f"      [{p.rank}] {p.score:.3f}  {_short(p.doc_id, 30)}  {_short(p.title, 50)}")
     e = turn.explanation
     if e is not None:
-        print(f"    explanation ({e.method}): confidence {_num(e.confidence)} · grounded "
+        _echo(f"    explanation ({e.method}): confidence {_num(e.confidence)} · grounded "
               f"{_num(e.grounded_share, '{:.0%}')} · top document {e.top_doc_id or '-'}")
     for f in turn.feedback:
         parts = [f"{f.rating or 'no rating'} ({f.source})"]
@@ -230,7 +238,7 @@ def _print_turn(turn: Any) -> None:
             parts.append(f"corrected: “{_short(f.corrected_answer, 80)}”")
         if f.reviewed:
             parts.append(f"reviewed by {f.reviewer or '?'}")
-        print("    feedback: " + " · ".join(parts))
+        _echo("    feedback: " + " · ".join(parts))
 
 
 def cmd_logs_show(args: argparse.Namespace) -> int:
@@ -240,18 +248,18 @@ def cmd_logs_show(args: argparse.Namespace) -> int:
     if conversation is None:  # purged between the two reads
         raise StoreError(f"conversation {args.id} no longer exists")
     if getattr(args, "json", False):
-        print(conversation.model_dump_json(indent=2))
+        print(printable_json(conversation.model_dump_json(indent=2)))
         return 0
     c = conversation
     header = [f"conversation {c.id}", c.channel, f"operator {c.operator or '-'}", f"status {c.status}"]
     if c.tags:
         header.append("tags " + ", ".join(c.tags))
-    print(" · ".join(header))
-    print(f"started {_when(c.created_at)} UTC · last active {_when(c.updated_at)} UTC · {c.turn_count} turns")
+    _echo(" · ".join(header))
+    _echo(f"started {_when(c.created_at)} UTC · last active {_when(c.updated_at)} UTC · {c.turn_count} turns")
     if c.title:
-        print(f"title: {c.title}")
+        _echo(f"title: {c.title}")
     for turn in c.turns:
-        print()
+        _echo()
         _print_turn(turn)
     return 0
 
@@ -261,24 +269,24 @@ def cmd_logs_stats(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         f = store.stats(weak_score=args.weak_score, **filters_from_args(args))
     if getattr(args, "json", False):
-        print(f.model_dump_json(indent=2))
+        print(printable_json(f.model_dump_json(indent=2)))
         return 0
-    print(f"conversations      {f.conversations}")
-    print(f"turns              {f.turns} ({f.questions} questions, {f.answers} answers)")
-    print(f"abstain rate       {_num(f.abstain_rate, '{:.1%}')}")
-    print(f"error rate         {_num(f.error_rate, '{:.1%}')}")
-    print(f"escalation rate    {_num(f.escalation_rate, '{:.1%}')}")
-    print(f"thumbs up/down     {f.thumbs_up}/{f.thumbs_down} (ratio {_num(f.thumbs_ratio, '{:.0%}')})")
-    print(f"mean confidence    {_num(f.mean_confidence)}")
-    print(f"mean grounded      {_num(f.mean_grounded_share, '{:.0%}')}")
+    _echo(f"conversations      {f.conversations}")
+    _echo(f"turns              {f.turns} ({f.questions} questions, {f.answers} answers)")
+    _echo(f"abstain rate       {_num(f.abstain_rate, '{:.1%}')}")
+    _echo(f"error rate         {_num(f.error_rate, '{:.1%}')}")
+    _echo(f"escalation rate    {_num(f.escalation_rate, '{:.1%}')}")
+    _echo(f"thumbs up/down     {f.thumbs_up}/{f.thumbs_down} (ratio {_num(f.thumbs_ratio, '{:.0%}')})")
+    _echo(f"mean confidence    {_num(f.mean_confidence)}")
+    _echo(f"mean grounded      {_num(f.mean_grounded_share, '{:.0%}')}")
     if f.top_cited_documents:
-        print("top cited documents:")
+        _echo("top cited documents:")
         for d in f.top_cited_documents:
-            print(f"  {d.answers:>5}  {d.doc_id}")
+            _echo(f"  {d.answers:>5}  {d.doc_id}")
     if f.weak_retrieval:
-        print(f"weak retrieval (best passage score < {f.weak_retrieval_threshold}):")
+        _echo(f"weak retrieval (best passage score < {f.weak_retrieval_threshold}):")
         for w in f.weak_retrieval:
-            print(f"  {w.best_score:.3f}  {w.conversation_id[:8]}  {_short(w.question, 70)}")
+            _echo(f"  {w.best_score:.3f}  {w.conversation_id[:8]}  {_short(w.question, 70)}")
     return 0
 
 
@@ -287,7 +295,7 @@ def cmd_logs_purge(args: argparse.Namespace) -> int:
     cutoff = datetime.now(UTC) - args.older_than
     with _open_store(args) as store:
         n = store.purge(args.older_than)
-    print(f"purged {n} conversation{'s' if n != 1 else ''} last active before {_when(cutoff)} UTC")
+    _echo(f"purged {n} conversation{'s' if n != 1 else ''} last active before {_when(cutoff)} UTC")
     return 0
 
 
@@ -302,9 +310,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             with path.open("w", encoding="utf-8", newline="") as fh:
                 n = write(fh, **filters)
             unit = {"jsonl": "conversations", "csv": "turns", "finetune": "examples"}[args.format]
-            print(f"wrote {n} {unit} to {path}", file=sys.stderr)
+            print(printable(f"wrote {n} {unit} to {path}"), file=sys.stderr)
         else:
-            out: IO[str] = sys.stdout
-            write(out, **filters)
-            out.flush()
+            write(_export_stream(sys.stdout, args.format), **filters)
+            sys.stdout.flush()
     return 0
+
+
+def _export_stream(out: IO[str], fmt: str) -> IO[str]:
+    """``out`` itself when it is a file or a pipe (the export stays exact); on a terminal, a writer that shows control
+    characters as escapes: JSON ``\\uXXXX`` escapes for JSONL and fine-tuning records (still the same JSON), visible
+    ``\\x1b`` escapes for CSV."""
+    if not out.isatty():
+        return out
+    return cast(IO[str], TerminalWriter(out, printable if fmt == "csv" else printable_json))

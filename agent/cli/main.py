@@ -1,8 +1,10 @@
 """The agent's command line: ask, index, logs, export, train. ``serve`` needs the UI layer, so :mod:`ui.cli` (the
 ``moments`` console script) adds it through :func:`main`'s ``commands`` hook; this layer never imports ``ui``.
 
-This is the only module (with the store's CLI handlers) that prints; everything else logs. Arguments that are not
-valid UTF-8 and invalid settings end the command with one ``error:`` line and exit code 2.
+This is the only module (with the store's CLI handlers) that prints; everything else logs. Whatever it prints of
+stored or user text goes through :func:`agent.cli.terminal.printable` (JSON through ``printable_json``), so control
+characters in a message, a reply or a passage are shown as escapes, never obeyed by the terminal. Arguments that
+are not valid UTF-8 and invalid settings end the command with one ``error:`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agent.cli.terminal import PrintableFormatter, printable, printable_json
 from agent.errors import InputError, MomentsError
 from agent.settings import Settings, load_settings
 from agent.text_input import text_problem
+
+if TYPE_CHECKING:  # the pipeline loads torch: imported only when a command runs it
+    from agent.pipeline import TurnEvent
+    from agent.turn import TurnResult
 
 log = logging.getLogger("moments")
 
@@ -63,7 +70,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if not args.no_store:
         store, why = try_open_store(settings)
         if store is None:
-            print(f"warning: this turn will not be stored: {why}", file=sys.stderr)
+            print(printable(f"warning: this turn will not be stored: {why}"), file=sys.stderr)
     runner = ConversationRunner(agent, store)
     agent.validate(args.question)
     if args.conversation and store is None:
@@ -71,36 +78,45 @@ def cmd_ask(args: argparse.Namespace) -> int:
     cid = runner.resolve(args.conversation) if args.conversation else None
     agent.warm_up()  # load (first run: provision) before the turn, so its timings are the turn's own
     cid = cid or runner.start(channel="cli")
-    result = None
-    for event in runner.stream(cid, args.question, explain=args.explain):
-        if event.kind == "token" and not args.json:
-            print(event.text, end="", flush=True)
-        elif event.kind == "done":
-            result = event.result
-    assert result is not None
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        _print_result(result, settings)
+    print_turn(runner.stream(cid, args.question, explain=args.explain), settings, as_json=args.json)
     return 0
 
 
-def _print_result(result, settings: Settings) -> None:
+def print_turn(events: Iterable[TurnEvent], settings: Settings, *, as_json: bool = False) -> TurnResult:
+    """Print a turn as it streams: each token as it comes, then the passages, timings and explanation (or, with
+    ``as_json``, one JSON object at the end); every text goes through :func:`printable`. Returns the result."""
+    result = None
+    for event in events:
+        if event.kind == "token" and not as_json:
+            print(printable(event.text), end="", flush=True)
+        elif event.kind == "done":
+            result = event.result
+    if result is None:
+        raise MomentsError("the turn ended without an answer; try again (moments -v ask ... logs what happened)")
+    if as_json:
+        print(printable_json(json.dumps(result.to_dict(), ensure_ascii=False, indent=2)))
+    else:
+        _print_result(result, settings)
+    return result
+
+
+def _print_result(result: TurnResult, settings: Settings) -> None:
     print()
     if result.abstained:
         print(f"(abstained: best retrieval score {result.best_score:.3f} < threshold {settings.abstain_threshold})")
     print("\nPassages:")
     for h in result.hits:
-        print(f"  [{h.rank}] {h.score:.3f}  {h.passage.title}  ({h.passage.id})")
+        print(printable(f"  [{h.rank}] {h.score:.3f}  {h.passage.title}  ({h.passage.id})"))
     t = result.timings
-    print(f"\nretrieval {t.get('retrieval_ms', 0):.0f} ms, generation {t.get('generation_ms', 0):.0f} ms "
-          f"({len(result.token_ids)} tokens), model {result.versions.get('base_model')}"
-          f"{' + ' + result.versions['adapter'] if result.versions.get('adapter') else ''}")
+    print(printable(f"\nretrieval {t.get('retrieval_ms', 0):.0f} ms, generation {t.get('generation_ms', 0):.0f} ms "
+                    f"({len(result.token_ids)} tokens), model {result.versions.get('base_model')}"
+                    f"{' + ' + result.versions['adapter'] if result.versions.get('adapter') else ''}"))
     if result.conversation_id:
-        print(f"conversation {result.conversation_id} (continue it with --conversation {result.conversation_id[:8]})")
+        print(printable(f"conversation {result.conversation_id} (continue it with --conversation "
+                        f"{result.conversation_id[:8]})"))
     if result.explanation is not None:
         print("\nExplanation:")
-        print(result.explanation.render_text())
+        print(printable(result.explanation.render_text()))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -116,8 +132,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         shutil.rmtree(target)
     index = KnowledgeIndex.load_or_build(kb, target, settings.embedder, settings.chunk_tokens, progress=True)
     state = "built" if getattr(index, "rebuilt", False) else "up to date"
-    print(f"index {index.version} {state}: {len(index)} passages from {kb} in {time.perf_counter() - started:.1f} s "
-          f"({target})")
+    print(printable(f"index {index.version} {state}: {len(index)} passages from {kb} in "
+                    f"{time.perf_counter() - started:.1f} s ({target})"))
     return 0
 
 
@@ -174,7 +190,7 @@ def main(argv: list[str] | None = None, commands: Sequence[Commands] = ()) -> in
     try:
         check_arguments(argv)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     if argv[:1] == ["train"]:
         from agent.training.train import main as train_main
@@ -182,14 +198,15 @@ def main(argv: list[str] | None = None, commands: Sequence[Commands] = ()) -> in
         return train_main(argv[1:])
     parser = build_parser(commands)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()  # log lines may quote a message: shown, never obeyed
+    handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         if not hasattr(args, "db_url"):  # the store's handlers (agent.cli.logs) read the resolved URL from args
             args.db_url = settings_from_args(args).db_url
         return int(args.func(args) or 0)
     except MomentsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
