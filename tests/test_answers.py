@@ -40,6 +40,9 @@ def _right_and_cited(result, facts: list[str]) -> bool:
                for c in cited)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #10 is open: the shipped default (v8) states the fact and cites its passage in 2 of these 20 "
+    "(bench/results/answers.md, 2026-12-02); the goal is 15. strict: this marker must go once the goal is met."))
 def test_the_default_states_the_fact_and_cites_its_passage(agent):
     answerable, _ = _questions()
     assert len(answerable) == 20
