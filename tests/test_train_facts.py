@@ -19,8 +19,8 @@ from agent.settings import SHARED_DATA
 from agent.training.data import ABSTAIN_REPLIES, entities, strip_citations
 from retrieval.types import Passage
 
-pytestmark = pytest.mark.skipif(not (SHARED_DATA / "dstc9" / "knowledge.json").is_file(),
-                                reason="needs ../shared/data (DSTC9/DSTC11)")
+needs_shared = pytest.mark.skipif(not (SHARED_DATA / "dstc9" / "knowledge.json").is_file(),
+                                  reason="needs ../shared/data (DSTC9/DSTC11)")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def facts():
     return build_facts(FactConfig(shared_data=SHARED_DATA))
 
 
+@needs_shared
 def test_answerable_targets_copy_a_sentence_of_the_cited_gold_passage(facts):
     answerable = [e for e in facts.train if e.source in ("facts", "facts-dialogue")]
     assert len(answerable) > 1500
@@ -41,6 +42,7 @@ def test_answerable_targets_copy_a_sentence_of_the_cited_gold_passage(facts):
         assert "Good to know" not in e.answer  # headings are never targets
 
 
+@needs_shared
 def test_unanswerable_variants_hand_over_and_hide_the_answer(facts):
     unans = [e for e in facts.train if e.source == "facts-unanswerable"]
     assert unans and all(e.answer in ABSTAIN_REPLIES for e in unans)
@@ -50,10 +52,12 @@ def test_unanswerable_variants_hand_over_and_hide_the_answer(facts):
         assert hidden is not None and all(hidden not in p.text for p in e.passages)
 
 
+@needs_shared
 def test_held_out_entities_never_reach_training(facts):
     assert entities(facts.eval) and not entities(facts.train) & entities(facts.eval)
 
 
+@needs_shared
 def test_no_evaluation_question_leaks_into_training(facts):
     from agent.settings import PROJECT_ROOT
 
