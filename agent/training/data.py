@@ -90,6 +90,22 @@ class Dataset:
     eval: list[Example]
     sizes: dict[str, int]
 
+    @classmethod
+    def of(cls, train: list[Example], held: list[Example], seed: int) -> Dataset:
+        """``train`` shuffled (``Random(seed + 1)``) and ``held`` with a size summary; raises when an entity is on
+        both sides (the split must never leak)."""
+        import random
+        from collections import Counter
+
+        random.Random(seed + 1).shuffle(train)
+        sizes = Counter(f"train/{e.source}" for e in train) + Counter(f"eval/{e.source}" for e in held)
+        sizes.update({"train": len(train), "eval": len(held), "train_entities": len(entities(train)),
+                      "eval_entities": len(entities(held))})
+        overlap = entities(train) & entities(held)
+        if overlap:
+            raise AssertionError(f"entity split leaked: {sorted(overlap)[:5]}")
+        return cls(train=train, eval=held, sizes=dict(sorted(sizes.items())))
+
 
 @dataclass(frozen=True)
 class DataConfig:

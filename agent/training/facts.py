@@ -49,7 +49,6 @@ from agent.training.data import (
     Example,
     _pick,
     add_citation,
-    entities,
     is_held_out,
 )
 from retrieval.types import Passage
@@ -319,14 +318,4 @@ def build_facts(cfg: FactConfig, kb_index=None) -> Dataset:
         reply = _CLOSING_REPLIES[rng.randrange(len(_CLOSING_REPLIES))]
         train.append(Example(source="facts-closing", entity="none:closing", question=q, answer=reply, passages=ps,
                              reference=reply))
-    random.Random(cfg.seed + 1).shuffle(train)
-    sizes: dict[str, int] = defaultdict(int)
-    for e in train:
-        sizes[f"train/{e.source}"] += 1
-    for e in held:
-        sizes[f"eval/{e.source}"] += 1
-    sizes["train"], sizes["eval"] = len(train), len(held)
-    sizes["train_entities"], sizes["eval_entities"] = len(entities(train)), len(entities(held))
-    if entities(train) & entities(held):
-        raise AssertionError("entity split leaked")
-    return Dataset(train=train, eval=held, sizes=dict(sorted(sizes.items())))
+    return Dataset.of(train, held, cfg.seed)

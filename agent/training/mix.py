@@ -8,10 +8,9 @@ is written into the project tree.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 
 from agent.training.bitext import build_bitext
-from agent.training.data import DataConfig, Dataset, entities
+from agent.training.data import DataConfig, Dataset
 from agent.training.dstc import build_dstc
 from agent.training.kb import build_kb
 
@@ -26,15 +25,4 @@ def build_dataset(cfg: DataConfig, index=None) -> Dataset:
     train, held = build_dstc(cfg, rng)
     train += build_kb(cfg, rng, index)
     train += build_bitext(cfg, rng, index)
-    random.Random(cfg.seed + 1).shuffle(train)
-    sizes: dict[str, int] = defaultdict(int)
-    for e in train:
-        sizes[f"train/{e.source}"] += 1
-    for e in held:
-        sizes[f"eval/{e.source}"] += 1
-    sizes["train"], sizes["eval"] = len(train), len(held)
-    sizes["train_entities"], sizes["eval_entities"] = len(entities(train)), len(entities(held))
-    overlap = entities(train) & entities(held)
-    if overlap:
-        raise AssertionError(f"entity split leaked: {sorted(overlap)[:5]}")
-    return Dataset(train=train, eval=held, sizes=dict(sorted(sizes.items())))
+    return Dataset.of(train, held, cfg.seed)
