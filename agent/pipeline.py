@@ -44,6 +44,7 @@ class Agent:
         self.settings = settings
         self._generator = generator
         self._index = index
+        self._focus = None
         if generator is None or index is None:
             from agent.generation.loading import apply_threads
 
@@ -57,6 +58,17 @@ class Agent:
 
             self._generator = load_generator(self.settings)
         return self._generator
+
+    @property
+    def focus(self):
+        """The evidence focus over this agent's index embedder (see :mod:`agent.generation.focus`)."""
+        if self._focus is None:
+            from agent.generation.focus import Focus
+            from retrieval.embedder import embed
+
+            model = self.index.model
+            self._focus = Focus(lambda texts: embed(model, list(texts)), keep=self.settings.focus_sentences)
+        return self._focus
 
     @property
     def index(self):
@@ -85,7 +97,7 @@ class Agent:
             "index_version": self.index.version,
             "prompt_version": self.prompt_version,
             "generation": {"decoding": "greedy", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
-                           "abstain_threshold": s.abstain_threshold},
+                           "abstain_threshold": s.abstain_threshold, "focus_sentences": s.focus_sentences},
         }
 
     @property
@@ -120,6 +132,7 @@ class Agent:
         started = time.perf_counter()
         followup = replace(DEFAULT_METHOD, turns=s.history_turns)  # one history limit: the settings'
         hits = self.index.search_conversation(question, [ex.user for ex in history], s.top_k, followup)
+        hits = self.focus.hits(question, hits)
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         yield TurnEvent("retrieved", hits=hits)
 

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
                                description="Earlier exchanges of a conversation used by the search and the prompt "
                                "(the one history limit: the store is read for this many, the search told so).")
     chunk_tokens: int = Field(default=180, ge=32, description="Maximum passage length in embedder tokens.")
+    focus_sentences: int = Field(
+        default=2, ge=0, le=20,
+        description="Evidence focus (agent.generation.focus): each retrieved passage is cut to its heading and this "
+        "many sentences closest to the question, best passage first; 0 shows whole passages in retrieval order.",
+    )
     max_new_tokens: int = Field(default=160, ge=1, le=2048)
     max_message_chars: int = Field(default=4000, ge=1, description="Longer messages are refused.")
     database_url: str | None = Field(

@@ -53,6 +53,8 @@ class TrainConfig:
     seed: int = 0                          # data order, LoRA init, dropout
     threads: int = 1                       # torch threads (2 collapse on the shared 2-core machine)
     max_len: int = 640                     # tokens per example, prompt + reply (history trimmed to fit)
+    focus: int = 2                         # evidence focus of the prompts (agent.generation.focus; the agent's
+                                           # focus_sentences): each passage cut to this many sentences; 0: off
     k: int = 4                             # passages per prompt (the agent's top_k; the dstc recipe used 3)
     unanswerable_rate: float = 0.12        # facts recipe: see agent.training.facts. dstc recipe (v8: 0.05): gold-removed "I don't know" variants per grounded pair. With one or two
                                            # fixed replies greedy decoding collapsed onto them (0.1: 53% false
@@ -261,6 +263,13 @@ def build_examples(cfg: TrainConfig, run_dir: Path) -> tuple[list, dict]:
                                         unanswerable_rate=cfg.unanswerable_rate,
                                         handover_chitchat=cfg.handover_chitchat,
                                         bitext_grounded=cfg.bitext_grounded), index=index)
+    if cfg.focus > 0:
+        from agent.generation.focus import Focus
+        from agent.training.focused import focus_dataset
+        from retrieval.embedder import embed
+
+        data = focus_dataset(data, Focus(lambda texts: embed(index.model, list(texts)), keep=cfg.focus), cfg.seed,
+                             progress=cfg.progress)
     return data.train, data.sizes
 
 
@@ -286,7 +295,8 @@ def _save_adapter(cfg: TrainConfig, run_dir: Path, model, record: dict) -> None:
     shutil.rmtree(adapter_dir, ignore_errors=True)
     model.save_pretrained(str(adapter_dir))
     (adapter_dir / "moments.json").write_text(json.dumps(
-        {"prompt_version": PROMPT_VERSION, "recipe": cfg.recipe, "base_model": cfg.model}, indent=1) + "\n")
+        {"prompt_version": PROMPT_VERSION, "recipe": cfg.recipe, "base_model": cfg.model,
+         "focus_sentences": cfg.focus}, indent=1) + "\n")
     record["adapter_dir"] = str(adapter_dir)
     if cfg.output:
         out = Path(cfg.output)
@@ -327,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=("facts", "dstc"), default=d.recipe,
                    help="training data: facts (copy the answering sentence, cited) or dstc (the v8 recipe)")
     p.add_argument("--k", type=int, default=d.k, help="passages per prompt")
+    p.add_argument("--focus", type=int, default=d.focus,
+                   help="evidence focus: sentences kept per passage in the prompts (0: whole passages)")
     p.add_argument("--shared-data", type=Path, default=d.shared_data)
     p.add_argument("--run-dir", type=Path, default=d.run_dir)
     p.add_argument("--output", type=Path, default=None,
@@ -360,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                       checkpoint_every=args.checkpoint_every, max_minutes=args.max_minutes,
                       limit_examples=args.limit_examples, seed=args.seed, threads=args.threads,
                       unanswerable_rate=args.unanswerable_rate, handover_chitchat=args.handover_chitchat,
-                      bitext_grounded=args.bitext_grounded,
+                      bitext_grounded=args.bitext_grounded, focus=args.focus,
                       resume=not args.no_resume)
     record = train(cfg)
     summary = {k: v for k, v in record.items() if k not in ("losses", "config")}
