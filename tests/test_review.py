@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -94,9 +95,9 @@ def test_export_writes_the_filtered_set(store):
     review = Review(store)
     jsonl, csv_kind = list(EXPORTS)[:2]
     path = review.export(jsonl, "", ANY, "ui", ANY, ANY, None)
-    lines = open(path, encoding="utf-8").read().splitlines()
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3 and all(json.loads(line)["channel"] == "ui" for line in lines)
-    rows = open(review.export(csv_kind, "", ANY, ANY, ANY, ANY, None), encoding="utf-8").read().splitlines()
+    rows = Path(review.export(csv_kind, "", ANY, ANY, ANY, ANY, None)).read_text(encoding="utf-8").splitlines()
     assert len(rows) == 1 + 6  # header and one row per turn of the three conversations (the empty one has none)
 
 

@@ -12,6 +12,9 @@ from ui import render
 from ui.review import Review
 from ui.review_tab import build_review_tab
 
+#: The feedback reasons in the order an operator scans them (every one of :data:`agent.vocabulary.REASONS`).
+REASON_ORDER = sorted(REASONS, key=lambda r: (r == "other", r not in ("wrong fact", "wrong source"), r))
+
 EXAMPLES = [
     "How long do I have to return an item?",
     "How much does express shipping cost?",
@@ -52,7 +55,7 @@ def _conversation_column(state: gr.State) -> dict:
         explain = gr.Checkbox(value=True, label="Explain each reply", elem_id="mo-explain")
     gr.Examples(EXAMPLES, inputs=msg)
     with gr.Accordion("Feedback on the reply (reasons, comment)", open=False, elem_id="mo-feedback"):
-        reasons = gr.CheckboxGroup(list(REASONS), label="What was wrong", elem_id="mo-reasons")
+        reasons = gr.CheckboxGroup(REASON_ORDER, label="What was wrong", elem_id="mo-reasons")
         comment = gr.Textbox(label="Comment", lines=1, elem_id="mo-comment")
         save_feedback = gr.Button("Save feedback", elem_id="mo-save-feedback", size="sm")
     cid = gr.Textbox(visible="hidden", elem_id="mo-cid")

@@ -204,8 +204,8 @@ class Store:
                      reviewer: str | None = None) -> int:
         """Record feedback on a turn (``source``: operator, reviewer or api; ``rating``: up, down or None); its id.
 
-        ``reasons``: any of :data:`agent.vocabulary.REASONS` (wrong fact, wrong source, incomplete, outdated, tone,
-        other).
+        ``reasons``: any of :data:`agent.vocabulary.REASONS` (wrong source, incomplete, outdated, other,
+        wrong fact, tone).
         """
         feedback_in = validated(FeedbackCreate, {
             "source": source, "rating": rating, "reasons": list(reasons), "comment": comment,
