@@ -18,7 +18,7 @@ from agent.turn import TurnResult
 #: Badge levels, best first.
 LEVELS = ("high", "check", "low", "unknown", "abstained", "error")
 LABELS = {"high": "High confidence", "check": "Check before sending", "low": "Low confidence",
-          "unknown": "Confidence not computed", "abstained": "No answer: handed over", "error": "Failed"}
+          "unknown": "Confidence not computed", "abstained": "No answer (abstained)", "error": "Failed"}
 
 
 @dataclass(frozen=True)

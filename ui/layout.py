@@ -7,13 +7,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from agent.vocabulary import REASONS
 from ui import render
-from ui.review import Review
+from ui.review import REASON_ORDER, Review
 from ui.review_tab import build_review_tab
-
-#: The feedback reasons in the order an operator scans them (every one of :data:`agent.vocabulary.REASONS`).
-REASON_ORDER = sorted(REASONS, key=lambda r: (r == "other", r not in ("wrong fact", "wrong source"), r))
 
 EXAMPLES = [
     "How long do I have to return an item?",

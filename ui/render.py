@@ -37,6 +37,8 @@ CSS = """
 .mo-passage summary {cursor: pointer;}
 .mo-passage .mo-head {font-weight: 600;}
 .mo-passage .mo-score {color: #555; font-weight: 400; margin-left: 6px;}
+.mo-passage .mo-body strong {font-size: inherit;}
+.mo-passage .mo-body p {margin: 2px 0;}
 .mo-passage .mo-body table {border-collapse: collapse; margin: 4px 0;}
 .mo-passage .mo-body td, .mo-passage .mo-body th {border: 1px solid #ddd; padding: 2px 6px;}
 .mo-passage .mo-body h1, .mo-passage .mo-body h2, .mo-passage .mo-body h3 {font-size: 1em; margin: 6px 0 2px;}
@@ -176,7 +178,7 @@ def explanation_html(result: TurnResult, settings: Settings | None = None) -> st
     inspector panels and the heat map."""
     g = grade(result, settings or Settings())
     if result.abstained:
-        return (f"{badge_html(g)}<div class='mo-note'>Abstained: the best passage scored {result.best_score:.3f}, "
+        return (f"{badge_html(Grade(g.level, None))}<div class='mo-note'>Abstained: the best passage scored {result.best_score:.3f}, "
                 "below the threshold, so Moments handed over instead of guessing.</div>")
     exp = result.explanation
     if exp is None:

@@ -21,7 +21,7 @@ import gradio as gr
 from agent.errors import MomentsError
 from agent.settings import Settings
 from agent.store import StatsPublic, TurnPublic
-from agent.vocabulary import RATINGS
+from agent.vocabulary import RATINGS, REASONS
 from ui import render
 from ui.api import parse_when
 from ui.handover import handover_summary
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 COLUMNS = ["id", "updated (UTC)", "channel", "status", "turns", "title", "last confidence"]
 ANY = "any"
 PAGE_SIZE = 25
+#: The feedback reasons in the order a person scans them (all of :data:`agent.vocabulary.REASONS`).
+REASON_ORDER = sorted(REASONS, key=lambda r: (r == "other", r not in ("wrong fact", "wrong source"), r))
 EXPORTS = {"JSONL (everything)": ("export_jsonl", "jsonl"), "CSV (one row per turn)": ("export_csv", "csv"),
            "Fine-tune (corrected answers)": ("export_finetune", "jsonl")}
 
@@ -153,7 +155,8 @@ class Review:
             parts.append(f"<div class='mo-legend'>feedback: {render.esc(f.rating or 'comment')} by "
                          f"{render.esc(f.source)}{' (' + render.esc(', '.join(f.reasons)) + ')' if f.reasons else ''}"
                          f"{' — ' + render.esc(f.comment) if f.comment else ''}"
-                         f"{' · reviewed by ' + render.esc(f.reviewer) if f.reviewed else ''}</div>")
+                         f"{' · reviewed' if f.reviewed else ''}"
+                         f"{' by ' + render.esc(f.reviewer) if f.reviewed and f.reviewer else ''}</div>")
             if f.corrected_answer:
                 parts.append(f"<div class='mo-legend'><b>Corrected answer:</b> {render.esc(f.corrected_answer)}"
                              "</div>")

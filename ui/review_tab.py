@@ -6,8 +6,8 @@ from typing import Any
 
 import gradio as gr
 
-from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS, REASONS
-from ui.review import ANY, COLUMNS, EXPORTS, Review
+from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS
+from ui.review import ANY, COLUMNS, EXPORTS, REASON_ORDER, Review
 
 
 def _filters() -> list[Any]:
@@ -17,7 +17,7 @@ def _filters() -> list[Any]:
         channel = gr.Dropdown([ANY, *CHANNELS], value=ANY, label="Channel")
         rating = gr.Dropdown([ANY, *RATINGS], value=ANY, label="Rating")
         reviewed = gr.Dropdown([ANY, "yes", "no"], value=ANY, label="Reviewed")
-        conf = gr.Number(label="Confidence below", value=None)
+        conf = gr.Number(label="Confidence below (0: any)", value=None, minimum=0, maximum=1)
     with gr.Row():
         since = gr.Textbox(label="From (YYYY-MM-DD, UTC)", elem_id="mo-review-since")
         until = gr.Textbox(label="To (YYYY-MM-DD, inclusive)", elem_id="mo-review-until")
@@ -35,7 +35,7 @@ def _replay_and_rate() -> dict[str, Any]:
         with gr.Row():
             turn = gr.Dropdown([], label="Reply", elem_id="mo-review-turn")
             rate_value = gr.Radio(list(RATINGS), label="Rating", elem_id="mo-review-rating")
-            reasons = gr.CheckboxGroup(list(REASONS), label="Reasons", elem_id="mo-review-reasons")
+            reasons = gr.CheckboxGroup(REASON_ORDER, label="Reasons", elem_id="mo-review-reasons")
         comment = gr.Textbox(label="Comment")
         corrected = gr.Textbox(label="Corrected answer (feeds retraining)", lines=2)
         reviewer = gr.Textbox(label="Reviewer", elem_id="mo-review-reviewer")
