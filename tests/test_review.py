@@ -33,6 +33,17 @@ def test_the_summary_line_shows_the_thumbs_up_ratio(store):
     assert "thumbs up – ·" in nothing  # no thumbs at all: nothing to divide by
 
 
+def test_figures_show_rates_cited_documents_and_knowledge_base_gaps(store):
+    from ui.review import ANY, Review
+
+    _reviewed_store(store)
+    html = Review(store).figures("", ANY, ANY, ANY, ANY, None)
+    assert "mean confidence 0.67" in html and "67% of 3 ratings" in html and "width:67%" in html
+    assert "returns <span class='mo-dim'>3 answers" in html
+    gaps = Review(store).figures("", ANY, ANY, ANY, ANY, None)
+    assert "Knowledge-base gaps" in gaps and "<li>" not in gaps  # every passage matched above 0.50
+
+
 def test_date_filter_and_paging_cover_every_conversation(store):
     from ui.review import ANY, Review
 

@@ -43,7 +43,7 @@ def _conversation_column(state: gr.State) -> dict:
                          sanitize_html=True, feedback_options=("Like", "Dislike"))
     msg = gr.Textbox(label="Message", placeholder="Ask about orders, shipping, returns, accounts…",
                      elem_id="mo-input", lines=1, max_lines=6)
-    status = gr.HTML(elem_id="mo-status")
+    status = gr.HTML(label="Status", elem_id="mo-status")
     with gr.Row():
         send = gr.Button("Send", variant="primary", elem_id="mo-send")
         new = gr.Button("New conversation", elem_id="mo-new")
@@ -54,7 +54,7 @@ def _conversation_column(state: gr.State) -> dict:
         reasons = gr.CheckboxGroup(REASON_ORDER, label="What was wrong", elem_id="mo-reasons")
         comment = gr.Textbox(label="Comment", lines=1, elem_id="mo-comment")
         save_feedback = gr.Button("Save feedback", elem_id="mo-save-feedback", size="sm")
-    cid = gr.Textbox(visible="hidden", elem_id="mo-cid")
+    cid = gr.Textbox(label="Conversation id", visible="hidden", elem_id="mo-cid")
     return {"state": state, "chatbot": chatbot, "msg": msg, "send": send, "new": new, "explain": explain,
             "status": status, "handover": handover, "cid": cid, "reasons": reasons, "comment": comment,
             "save_feedback": save_feedback}
@@ -72,9 +72,9 @@ def build_layout(store_error: str | None, review: Review) -> ChatTab:
                 parts = _conversation_column(state)
             with gr.Column(scale=2):
                 gr.Markdown("### Explanation")
-                explanation = gr.HTML(elem_id="mo-explanation", js_on_load=render.INSPECTOR_JS)
+                explanation = gr.HTML(label="Explanation", elem_id="mo-explanation", js_on_load=render.INSPECTOR_JS)
                 gr.Markdown("### Passages")
-                passages = gr.HTML(elem_id="mo-passages")
+                passages = gr.HTML(label="Passages", elem_id="mo-passages")
     with gr.Tab("Review"):
         build_review_tab(review)
     return ChatTab(explanation=explanation, passages=passages, **parts)

@@ -112,6 +112,18 @@ class Review:
         return (f"{stats.conversations} conversations, {stats.turns} turns · abstain {pct(stats.abstain_rate)} · "
                 f"escalation {pct(stats.escalation_rate)} · thumbs up {pct(stats.thumbs_ratio)}")
 
+    def figures(self, text: str, status: str, channel: str, rating: str, reviewed: str,
+                confidence_below: float | None, since: str = "", until: str = "", operator: str = "") -> str:
+        """The figures over the matching conversations: rates, mean confidence, the most cited documents (bars) and
+        the questions with the weakest retrieval (knowledge-base gaps)."""
+        store = self._need_store()
+        filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
+        try:
+            stats = store.stats(**filters)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return figures_html(stats)
+
     def show(self, conversation_id: str) -> str:
         """HTML replay of one conversation: every turn as it was shown (badge, explanation, passages with their
         credit), its feedback and corrected answers; an escalated one starts with the hand-over summary."""
@@ -195,3 +207,31 @@ class Review:
             raise gr.Error(str(exc)) from exc
         log.info("exported %d records to %s", n, path)
         return str(path)
+
+
+def _bars(rows: list[tuple[str, float, str]], top: float | None = None) -> str:
+    """Horizontal bars, ``top`` (default: the largest value) filling the width."""
+    top = top or max((v for _, v, _ in rows), default=0) or 1
+    return "".join(f"<div class='mo-credit'><span class='mo-bar' style='width:160px'><span style='width:"
+                   f"{round(100 * v / top)}%;background:#60a5fa'></span></span> {render.esc(label)} "
+                   f"<span class='mo-dim'>{render.esc(note)}</span></div>" for label, v, note in rows)
+
+
+def figures_html(stats: StatsPublic) -> str:
+    """Rates, confidence, top cited documents and knowledge-base gaps as small HTML bar charts (escaped)."""
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{value:.0%}"
+
+    conf = "–" if stats.mean_confidence is None else f"{stats.mean_confidence:.2f}"
+    ratings = stats.thumbs_up + stats.thumbs_down
+    rates = _bars([("abstained", stats.abstain_rate or 0, pct(stats.abstain_rate)),
+                   ("escalated", stats.escalation_rate or 0, pct(stats.escalation_rate)),
+                   ("errors", stats.error_rate or 0, pct(stats.error_rate)),
+                   ("thumbs up", stats.thumbs_ratio or 0, f"{pct(stats.thumbs_ratio)} of {ratings} ratings")], top=1.0)
+    cited = _bars([(d.doc_id, d.answers, f"{d.answers} answers") for d in stats.top_cited_documents[:8]])
+    gaps = "".join(f"<li>{render.esc(w.question or '(no question)')} <span class='mo-dim'>best match "
+                   f"{w.best_score:.2f}</span></li>" for w in stats.weak_retrieval[:8])
+    return (f"<div class='mo-legend'><b>Rates</b> (mean confidence {conf})</div>{rates}"
+            f"<div class='mo-legend'><b>Most cited documents</b></div>{cited or '<i>none yet</i>'}"
+            f"<div class='mo-legend'><b>Knowledge-base gaps</b>: questions whose best passage matched below "
+            f"{stats.weak_retrieval_threshold:.2f}</div><ol>{gaps}</ol>")

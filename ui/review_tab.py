@@ -54,6 +54,8 @@ def build_review_tab(review: Review) -> None:
         page = gr.Number(value=1, precision=0, label="Page", minimum=1, elem_id="mo-review-page")
         nxt = gr.Button("Older ▶", size="sm", elem_id="mo-review-next")
     summary = gr.Markdown(elem_id="mo-review-summary")
+    with gr.Accordion("Figures for these conversations", open=False, elem_id="mo-review-figures"):
+        figures = gr.HTML()
     table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="mo-review-table")
     r = _replay_and_rate()
     with gr.Row():
@@ -62,7 +64,8 @@ def build_review_tab(review: Review) -> None:
         exported = gr.File(label="Download", elem_id="mo-review-file")
 
     search.click(lambda: 1, outputs=[page], api_visibility="private").then(
-        review.search, [*filters, page], [table, summary], api_name="review_search")
+        review.search, [*filters, page], [table, summary], api_name="review_search").then(
+        review.figures, filters, [figures], api_visibility="private")
     for button, step in ((prev, -1), (nxt, 1)):
         button.click(lambda p, s=step: max(1, int(p or 1) + s), [page], [page], api_visibility="private").then(
             review.search, [*filters, page], [table, summary], api_visibility="private")
