@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's packages, not an installed copy
 QUESTIONS = ["How long do I have to return an item?", "How much does express shipping cost?",
              "Do gift cards expire?"]
 

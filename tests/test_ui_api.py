@@ -144,3 +144,16 @@ def test_conversations_page_and_handover(ui):
     assert cid in [c["conversation_id"] for c in escalated["items"]]
     with pytest.raises(Exception, match="no conversation id starts with"):
         client.predict("ffffffff-0000", "", api_name="/handover")
+
+
+def test_ask_stream_yields_tokens_then_the_ask_object(ui):
+    client = ui["client"]
+    returns = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/ask_stream"]["returns"]
+    assert set(returns[0]["type"]["properties"]) == {"kind", "text", "result"}
+    job = client.submit("Do gift cards expire?", "", False, "summary", api_name="/ask_stream")
+    events = list(job)
+    tokens = [e["text"] for e in events if e["kind"] == "token"]
+    assert len(tokens) >= 3 and events[-1]["kind"] == "done"
+    final = events[-1]["result"]
+    assert final["answer"] == "".join(tokens).strip() and isinstance(final["turn_id"], int)
+    assert final["passages"][0]["doc_id"] == "gift-cards"

@@ -89,3 +89,14 @@ def test_hand_over_escalates_with_a_summary(chat):
     status, button = chat.app.hand_over(chat.state)
     assert chat.store.get_conversation(chat.cid).status == "escalated"
     assert "Customer asked: “How long can I return things?”" in status and button["visible"] is False
+
+
+def test_clicking_a_reply_shows_its_explanation_and_points_feedback_at_it(chat):
+    from ui import render
+
+    chat.state["turn"] = None
+    explanation, passages, state = chat.app.select(chat.state, gr.SelectData(None, {"index": 1, "value": ""}))
+    assert explanation == render.explanation_html(explained_turn(), chat.app.settings)
+    assert "mo-p-1" in passages and state["turn"] == chat.turn_id
+    unchanged = chat.app.select(chat.state, gr.SelectData(None, {"index": 0, "value": ""}))  # the question
+    assert all(isinstance(v, type(gr.skip())) for v in unchanged[:2])

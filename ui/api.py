@@ -4,6 +4,7 @@ documents (typed dicts, integer ids), and the compact explanation format they re
 Endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
 
 * ``/ask`` (question, conversation_id="", explain=False, detail="summary") → :class:`AskOut`;
+* ``/ask_stream`` (same inputs) → :class:`StreamEvent` items: the reply's tokens, then the ``/ask`` object;
 * ``/retrieve`` (question, top_k=0) → list of :class:`PassageOut` (no generation);
 * ``/feedback`` (turn_id, rating, reasons="", comment="", corrected="") → :class:`FeedbackOut`;
 * ``/conversations`` (status="", channel="", since="", until="", text="", limit=20, offset=0) → :class:`PageOut`;
@@ -17,10 +18,13 @@ or ``full`` (+ top alternatives and leave-one-out values). This module deliberat
 ``from __future__ import annotations``: Gradio reads the real type hints to document the endpoints.
 """
 
+import inspect
 import logging
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from functools import wraps
+from typing import Any, TypedDict, get_args
 
 import gradio as gr
 
@@ -65,6 +69,12 @@ class AskOut(TypedDict):
     confidence: ConfidenceOut
     explanation: dict[str, Any] | None  # compact format, see compact_explanation
     timings: dict[str, float]
+
+
+class StreamEvent(TypedDict):
+    kind: str  # token | explaining | done
+    text: str  # the new text of a token event
+    result: AskOut | None  # the finished turn, on the done event
 
 
 class FeedbackOut(TypedDict):
@@ -112,6 +122,19 @@ class HandoverOut(TypedDict):
     conversation_id: str
     status: str
     summary: str
+
+
+def streamed(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """``fn`` (a generator method) for ``gr.api``: Gradio documents an endpoint's output from the return annotation,
+    so the wrapper announces the item type (``Iterator[X]`` → ``X``) and streams every item."""
+
+    @wraps(fn)
+    def endpoint(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        yield from fn(*args, **kwargs)
+
+    signature = inspect.signature(fn)
+    endpoint.__signature__ = signature.replace(return_annotation=get_args(signature.return_annotation)[0])
+    return endpoint
 
 
 def sig(value: float | None, digits: int = 4) -> float | None:
@@ -220,10 +243,8 @@ class MomentsApi:
                       explanation=compact_explanation(result.explanation, detail),
                       timings={k: round(v, 1) for k, v in result.timings.items()})
 
-    def ask(self, question: str, conversation_id: str = "", explain: bool = False,
-            detail: str = "summary") -> AskOut:
-        """Answer one question; pass the returned conversation_id back to continue the conversation. With explain,
-        the explanation comes in the compact format at the given detail (summary, tokens or full)."""
+    def _begin(self, question: str, conversation_id: str, detail: str) -> tuple[str, uuid.UUID | None]:
+        """Check an ask request and open its conversation (when new): the question and the conversation id."""
         if detail not in DETAILS:
             raise gr.Error(f"detail must be one of {', '.join(DETAILS)} (got {detail!r}).")
         try:
@@ -231,10 +252,36 @@ class MomentsApi:
             cid = full_conversation_id(conversation_id)
             if self.store is not None and cid is None:
                 cid = self.runner.start(channel="api")
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return question, cid
+
+    def ask(self, question: str, conversation_id: str = "", explain: bool = False,
+            detail: str = "summary") -> AskOut:
+        """Answer one question; pass the returned conversation_id back to continue the conversation. With explain,
+        the explanation comes in the compact format at the given detail (summary, tokens or full)."""
+        question, cid = self._begin(question, conversation_id, detail)
+        try:
             result = self.runner.ask(cid, question, explain=bool(explain))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
         return self.turn_out(result, detail)
+
+    def ask_stream(self, question: str, conversation_id: str = "", explain: bool = False,
+                   detail: str = "summary") -> Iterator[StreamEvent]:
+        """/ask, streamed: events {kind: "token", text} as the reply is written, {kind: "explaining"} while the
+        explanation is computed, then {kind: "done", result} with the same object /ask returns."""
+        question, cid = self._begin(question, conversation_id, detail)
+        try:
+            for event in self.runner.stream(cid, question, explain=bool(explain)):
+                if event.kind == "token":
+                    yield StreamEvent(kind="token", text=event.text, result=None)
+                elif event.kind == "explaining":
+                    yield StreamEvent(kind="explaining", text="", result=None)
+                elif event.kind == "done":
+                    yield StreamEvent(kind="done", text="", result=self.turn_out(event.result, detail))
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
 
     def retrieve(self, question: str, top_k: int = 0) -> list[PassageOut]:
         """The passages the knowledge base holds for a question, best first (no answer is written)."""

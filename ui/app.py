@@ -10,8 +10,8 @@ abstained replies offer "Hand over to a colleague" (status ``escalated``). The p
 (``?c=<id>``): a reload or a shared link restores it from the store, explanations included. Thumbs are idempotent:
 one operator rating per reply, un-clicking withdraws it.
 
-Named endpoints: ``/chat`` (the chat tab's streamed turn), the typed API (``/ask``, ``/retrieve``, ``/feedback``,
-``/conversations``, ``/conversation``, ``/handover``) and the review tab's (see :mod:`ui.review`).
+Named endpoints: ``/chat`` (the chat tab's streamed turn), the typed API (``/ask``, ``/ask_stream``, ``/retrieve``,
+``/feedback``, ``/conversations``, ``/conversation``, ``/handover``) and the review tab's (see :mod:`ui.review`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from agent.pipeline import Agent
 from agent.settings import Settings
 from agent.turn import TurnResult
 from ui import render
-from ui.api import MomentsApi
+from ui.api import MomentsApi, streamed
 from ui.confidence import grade
 from ui.layout import ChatTab, build_layout
 from ui.review import Review
@@ -101,7 +101,8 @@ class MomentsApp:
                     messages[-1] = {"role": "assistant", "content": render.esc(answer)}
                 elif event.kind == "explaining":
                     k = len(event.result.hits)
-                    messages[-1] = {"role": "assistant", "content": self.reply_message(event.result)}
+                    messages[-1] = {"role": "assistant", "content": f"{render.esc(event.result.answer)}\n\n<span "
+                                    "class='mo-badge mo-unknown'>Checking the sources…</span>"}
                     explanation_html = (f"<i>Explaining: re-scoring the reply under all {2 ** k} subsets of the "
                                         f"{k} passages…</i>")
                 elif event.kind == "done":
@@ -248,6 +249,7 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
                                          tab.handover, tab.cid], api_visibility="private")
         for name in ("ask", "retrieve", "feedback", "conversations", "conversation", "handover"):
             gr.api(getattr(app.api, name), api_name=name)
+        gr.api(streamed(app.api.ask_stream), api_name="ask_stream")
     demo.moments = app  # handy for tests and embedding
     return demo
 
