@@ -35,7 +35,7 @@ def measure(max_new_tokens: int) -> list[dict]:
     for question in tqdm(QUESTIONS, desc="explained answers"):
         result = agent.ask(question, explain=True)
         n = max(1, len(result.token_ids))
-        row = {"question": question, "tokens": n, "old": len(json.dumps(result.to_dict()))}
+        row = {"question": question, "reply_tokens": n, "old": len(json.dumps(result.to_dict()))}
         for detail in ("summary", "tokens", "full"):
             row[detail] = len(json.dumps(api.turn_out(result, detail)))
         rows.append(row)
@@ -45,9 +45,9 @@ def measure(max_new_tokens: int) -> list[dict]:
 def report(rows: list[dict]) -> str:
     lines = ["| format | bytes per reply token (median) | range |", "| --- | --- | --- |"]
     for key in ("old", "summary", "tokens", "full"):
-        per = [r[key] / r["tokens"] for r in rows]
+        per = [r[key] / r["reply_tokens"] for r in rows]
         lines.append(f"| {key} | {statistics.median(per):.0f} | {min(per):.0f}–{max(per):.0f} |")
-    tokens = ", ".join(str(r["tokens"]) for r in rows)
+    tokens = ", ".join(str(r["reply_tokens"]) for r in rows)
     note = f"Replies of {tokens} tokens (`python bench/api_size.py`); passage texts included in every format."
     return "\n".join(["# Explained /ask: JSON size", "", note, "", *lines, ""])
 

@@ -100,3 +100,16 @@ def test_clicking_a_reply_shows_its_explanation_and_points_feedback_at_it(chat):
     assert "mo-p-1" in passages and state["turn"] == chat.turn_id
     unchanged = chat.app.select(chat.state, gr.SelectData(None, {"index": 0, "value": ""}))  # the question
     assert all(isinstance(v, type(gr.skip())) for v in unchanged[:2])
+
+
+def test_withdrawn_feedback_is_gone_on_each_back_end(store):
+    from agent.store import NotFoundError
+
+    cid = store.start_conversation(channel="ui")
+    store.add_user_turn(cid, text="q")
+    turn = store.add_assistant_turn(cid, text="a")
+    kept, withdrawn = (store.add_feedback(turn, source="operator", rating=r) for r in ("up", "down"))
+    store.remove_feedback(withdrawn)
+    assert [f.id for f in store.get_turn(turn).feedback] == [kept] and store.stats().thumbs_down == 0
+    with pytest.raises(NotFoundError, match=f"no feedback {withdrawn}"):
+        store.remove_feedback(withdrawn)
