@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from retrieval.errors import MomentsError
@@ -67,6 +67,16 @@ class Settings(BaseSettings):
         description="Abstain when the best retrieval score (cosine) is below this.",
     )
     abstain_message: str = Field(default=DEFAULT_ABSTAIN_MESSAGE)
+    confidence_high: float = Field(
+        default=0.6, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Reply confidence (grounded share x retrieval support) at or above this is badged 'high'. Set "
+        "from the formula, not tuned: well-retrieved passages and at least 60% of the content words grounded.",
+    )
+    confidence_low: float = Field(
+        default=0.3, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Reply confidence below this is badged 'low' (a warning, and hand-over offered): even with "
+        "perfect retrieval, fewer than 30% of the content words would come from the passages.",
+    )
     prompt: str = Field(
         default="auto",
         description="Prompt version (agent.prompt.SYSTEM_PROMPTS): 'auto' runs an adapter with the prompt it was "
@@ -95,6 +105,13 @@ class Settings(BaseSettings):
         "shared 2-core machine two threads collapse (measured: 350-token prefill 13.4 s with 2 threads against "
         "2.3 s with 1 while another process was busy).",
     )
+
+    @model_validator(mode="after")
+    def _confidence_bands(self) -> Settings:
+        if self.confidence_low > self.confidence_high:
+            raise ValueError(f"confidence_low ({self.confidence_low}) must not be above confidence_high "
+                             f"({self.confidence_high}) (variables MOMENTS_CONFIDENCE_LOW, MOMENTS_CONFIDENCE_HIGH)")
+        return self
 
     @property
     def home_dir(self) -> Path:

@@ -18,7 +18,7 @@ Role = Literal["user", "assistant"]
 TurnStatus = Literal["ok", "abstained", "error"]
 FeedbackSource = Literal["operator", "reviewer", "api"]
 Rating = Literal["up", "down"]
-Reason = Literal["wrong source", "incomplete", "outdated", "other"]
+Reason = Literal["wrong source", "incomplete", "outdated", "other", "wrong fact", "tone"]
 
 CHANNELS: tuple[str, ...] = get_args(Channel)
 CONVERSATION_STATUSES: tuple[str, ...] = get_args(ConversationStatus)

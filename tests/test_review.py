@@ -1,6 +1,13 @@
-"""The review tab's handlers on a real store: the summary line (typed statistics) and the replay of a stored turn."""
+"""The review tab's handlers on a real store: the summary line (typed statistics), filters by date and paging, the
+replay of a stored turn exactly as it was shown, rating a reply, exporting the filtered set, hand-over summaries."""
 
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from tests.test_turns import explained_turn
 
@@ -21,18 +28,98 @@ def test_the_summary_line_shows_the_thumbs_up_ratio(store):
     _reviewed_store(store)
     rows, summary = Review(store).search("", ANY, ANY, ANY, ANY, None)
     assert len(rows) == 3
-    assert summary == "3 conversations, 6 turns · abstain 0% · escalation 0% · thumbs up 67%"
+    assert summary == "3 conversations, 6 turns · abstain 0% · escalation 0% · thumbs up 67% · page 1 of 1"
     _, nothing = Review(store).search("no such words", ANY, ANY, ANY, ANY, None)
-    assert nothing.endswith("thumbs up –")  # no thumbs at all: nothing to divide by
+    assert "thumbs up – ·" in nothing  # no thumbs at all: nothing to divide by
 
 
-def test_a_stored_answer_replays_like_a_live_one(store):
+def test_figures_show_rates_cited_documents_and_knowledge_base_gaps(store):
+    from ui.review import ANY, Review
+
+    _reviewed_store(store)
+    html = Review(store).figures("", ANY, ANY, ANY, ANY, None)
+    assert "mean confidence 0.67" in html and "67% of 3 ratings" in html and "width:67%" in html
+    assert "returns <span class='mo-dim'>3 answers" in html
+    gaps = Review(store).figures("", ANY, ANY, ANY, ANY, None)
+    assert "Knowledge-base gaps" in gaps and "<li>" not in gaps  # every passage matched above 0.50
+
+
+def test_date_filter_and_paging_cover_every_conversation(store):
+    from ui.review import ANY, Review
+
+    review = Review(store)
+    ids = [str(store.start_conversation(channel="api", title=f"question {i}")) for i in range(7)]
+    today = datetime.now(UTC).date()
+    seen = []
+    for page in (1, 2, 3):
+        rows, summary = review.search("", ANY, ANY, ANY, ANY, None, str(today), str(today), "", page, 3)
+        assert summary.endswith(f"page {page} of 3")
+        seen += [r[0] for r in rows]
+    assert sorted(seen) == sorted(ids)  # no cap, no overlap: every conversation exactly once
+    rows, summary = review.search("", ANY, ANY, ANY, ANY, None, str(today), "", "", 99, 3)
+    assert summary.endswith("page 3 of 3") and len(rows) == 1  # past the end: the last page
+    tomorrow = str(today + timedelta(days=1))
+    assert review.search("", ANY, ANY, ANY, ANY, None, tomorrow, "", "", 1, 3)[0] == []
+    yesterday = str(today - timedelta(days=1))
+    assert review.search("", ANY, ANY, ANY, ANY, None, "", yesterday, "", 1, 3)[0] == []
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="since must be a date like 2026-12-01"):
+        review.search("", ANY, ANY, ANY, ANY, None, "last week", "", "", 1, 3)
+
+
+def test_a_stored_answer_replays_as_it_was_shown(store):
     from ui import render
     from ui.review import Review
 
     cid = _reviewed_store(store)
-    html = Review(store).show(str(cid))
+    store.add_feedback(store.get_conversation(cid).turns[-1].id, source="reviewer", rating="down",
+                       reasons=["wrong fact"], corrected_answer="Within <b>30</b> days.", reviewed=True,
+                       reviewer="ann")
+    html, choices = Review(store).replay(str(cid))
     live = explained_turn()
-    assert render.explanation_html(live) in html  # the same rendering as the chat tab's
-    assert render.passages_html(live.hits) in html
-    assert "feedback: up by operator" in html
+    assert render.explanation_html(live) in html  # the same rendering as the chat tab's, badge included
+    assert render.passages_html(live.hits, render.passage_credits(live.explanation)) in html  # with their credit
+    assert "of the reply&#x27;s support" in html
+    assert "feedback: up by operator" in html and "(wrong fact)" in html and "reviewed by ann" in html
+    assert "Corrected answer:</b> Within &lt;b&gt;30&lt;/b&gt; days." in html  # shown, escaped
+    assert [turn_id for _, turn_id in choices] == [t.id for t in store.get_conversation(cid).turns
+                                                   if t.role == "assistant"]
+
+
+def test_rating_a_picked_reply_is_stored_as_a_review(store):
+    from ui.review import Review
+
+    cid = _reviewed_store(store)
+    review = Review(store)
+    _, choices = review.replay(str(cid))
+    assert review.rate(choices[0][1], "down", ["tone"], "too curt", "", "bob").startswith("Saved review of reply")
+    feedback = [f for t in store.get_conversation(cid).turns for f in t.feedback if f.source == "reviewer"]
+    assert feedback[0].reasons == ["tone"] and feedback[0].reviewed and feedback[0].reviewer == "bob"
+
+
+def test_export_writes_the_filtered_set(store):
+    from ui.review import ANY, EXPORTS, Review
+
+    _reviewed_store(store)
+    store.start_conversation(channel="cli", title="other channel")
+    review = Review(store)
+    jsonl, csv_kind = list(EXPORTS)[:2]
+    path = review.export(jsonl, "", ANY, "ui", ANY, ANY, None)
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3 and all(json.loads(line)["channel"] == "ui" for line in lines)
+    rows = Path(review.export(csv_kind, "", ANY, ANY, ANY, ANY, None)).read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + 6  # header and one row per turn of the three conversations (the empty one has none)
+
+
+def test_an_escalated_conversation_opens_with_its_handover_summary(store):
+    from ui.handover import handover_summary
+    from ui.review import Review
+
+    cid = _reviewed_store(store)
+    store.set_status(cid, "escalated")
+    html = Review(store).show(str(cid))
+    summary = handover_summary(store.get_conversation(cid))
+    assert "mo-handover-summary" in html and summary.splitlines()[0] in html.replace("&#x27;", "'")
+    assert summary.startswith("Customer asked: “How long can I return things?”")
+    assert "Moments answered (confidence 0.67)" in summary and "Passages it had: Returns (0.71)" in summary

@@ -32,26 +32,37 @@ def ui(session_home, generator, kb_index, tmp_path_factory):
         demo.close()
 
 
-def test_named_endpoints_exist(ui):
+def test_named_endpoints_exist_and_are_typed(ui):
     api = ui["client"].view_api(return_format="dict", print_info=False)
     names = set(api["named_endpoints"])
-    assert {"/chat", "/ask", "/feedback"} <= names
+    assert {"/chat", "/ask", "/feedback", "/retrieve", "/conversations", "/conversation", "/handover"} <= names
+    hidden = {"/like", "/select", "/restore", "/new_conversation", "/send_feedback"}
+    assert not hidden & names and not api["unnamed_endpoints"]  # UI-internal events are not in the listing
+    ask = api["named_endpoints"]["/ask"]
+    out = ask["returns"][0]["type"]
+    assert out["type"] == "object" and out["properties"]["turn_id"] == {"oneOf": [{"type": "null"},
+                                                                                  {"type": "integer"}]}
+    assert out["properties"]["confidence"]["properties"]["level"]["type"] == "string"
+    feedback = api["named_endpoints"]["/feedback"]["parameters"][0]
+    assert feedback["parameter_name"] == "turn_id" and feedback["type"]["type"] == "integer"
 
 
 def test_ask_returns_grounded_json_and_continues_conversation(ui):
     client, store = ui["client"], ui["store"]
     out = client.predict(QUESTION, "", False, api_name="/ask")
-    assert out["question"] == QUESTION and out["answer"] and not out["abstained"]
+    assert out["question"] == QUESTION and out["answer"] and out["status"] == "ok"
     assert "return-policy" in [p["doc_id"] for p in out["passages"]]
-    assert out["versions"]["base_model"] == "smollm2-135m" and out["versions"]["index_version"]
+    assert [p["n"] for p in out["passages"]] == list(range(1, len(out["passages"]) + 1))
+    assert isinstance(out["turn_id"], int) and out["explanation"] is None
+    assert out["confidence"] == {"level": "unknown", "value": None, "warning": "", "offer_handover": False}
     cid = out["conversation_id"]
     follow = client.predict("Do they expire?", cid, False, api_name="/ask")
     alone = client.predict("Do they expire?", "", False, api_name="/ask")
     assert follow["conversation_id"] == cid and alone["conversation_id"] != cid
-    # The stored history reached the prompt: the earlier exchange makes it longer than the question alone.
-    assert follow["prompt_tokens"] > alone["prompt_tokens"] + 10
     conv = store.get_conversation(__import__("uuid").UUID(cid))
     assert [t.role for t in sorted(conv.turns, key=lambda t: t.index)] == ["user", "assistant"] * 2
+    # The stored history reached the prompt: the earlier exchange makes it longer than the question alone.
+    assert store.get_result(follow["turn_id"]).prompt_tokens > store.get_result(alone["turn_id"]).prompt_tokens + 10
 
 
 def test_bad_input_gets_clear_error(ui):
@@ -81,9 +92,68 @@ def test_feedback_endpoint_stores_rating(ui):
     client, store = ui["client"], ui["store"]
     out = client.predict("Do gift cards expire?", "", False, api_name="/ask")
     res = client.predict(out["turn_id"], "down", "wrong source, incomplete", "not helpful", "", api_name="/feedback")
-    assert res["rating"] == "down"
+    assert res["rating"] == "down" and res["turn_id"] == out["turn_id"] and isinstance(res["feedback_id"], int)
     conv = store.get_conversation(__import__("uuid").UUID(out["conversation_id"]))
     feedback = [f for t in conv.turns for f in t.feedback]
     assert feedback and feedback[0].rating == "down" and "wrong source" in feedback[0].reasons
     with pytest.raises(Exception, match="rating must be"):
         client.predict(out["turn_id"], "meh", "", "", "", api_name="/feedback")
+
+
+def test_explained_ask_is_compact_at_each_detail_level(ui):
+    client = ui["client"]
+    summary = client.predict(QUESTION, "", True, "summary", api_name="/ask")
+    exp = summary["explanation"]
+    assert exp["detail"] == "summary" and "tokens" not in exp and exp["method"] == "shapley"
+    assert summary["confidence"]["level"] in ("high", "check", "low")
+    assert summary["confidence"]["value"] == exp["confidence"]
+    full = client.predict(summary["conversation_id"], "full", api_name="/conversation")
+    answer = [t for t in full["turns"] if t["role"] == "assistant"][-1]
+    tokens = answer["explanation"]["tokens"]
+    assert tokens and {"text", "p", "grounding", "flag", "top", "credit", "alternatives"} <= set(tokens[0])
+    assert "shapley" not in tokens[0]  # exact Shapley values are the credit: not sent twice
+    floats = [v for t in tokens for v in [t["p"], t["grounding"], *t["credit"]] if v is not None]
+    assert floats and all(v == float(f"{v:.4g}") for v in floats)  # rounded to 4 significant digits
+    with pytest.raises(Exception, match="detail must be one of"):
+        client.predict(QUESTION, "", False, "everything", api_name="/ask")
+
+
+def test_retrieve_returns_ranked_passages_without_answering(ui):
+    client, store = ui["client"], ui["store"]
+    before = store.count_conversations()
+    hits = client.predict("Do gift cards expire?", 2, api_name="/retrieve")
+    assert len(hits) == 2 and hits[0]["doc_id"] == "gift-cards" and hits[0]["score"] >= hits[1]["score"]
+    assert store.count_conversations() == before
+
+
+def test_conversations_page_and_handover(ui):
+    client, store = ui["client"], ui["store"]
+    out = client.predict("How much does express shipping cost?", "", False, api_name="/ask")
+    cid = out["conversation_id"]
+    page = client.predict("", "api", "", "", "express shipping", 5, 0, api_name="/conversations")
+    assert page["total"] >= 1 and cid in [c["conversation_id"] for c in page["items"]]
+    none = client.predict("", "", "2001-01-01", "2001-01-02", "", 5, 0, api_name="/conversations")
+    assert none["total"] == 0 and none["items"] == []
+    with pytest.raises(Exception, match="since must be a date"):
+        client.predict("", "", "yesterday", "", "", 5, 0, api_name="/conversations")
+    hand = client.predict(cid, "customer wants a refund", api_name="/handover")
+    assert hand["status"] == "escalated" and "express shipping" in hand["summary"]
+    assert "refund" in hand["summary"] and "Passages it had:" in hand["summary"]
+    assert store.get_conversation(__import__("uuid").UUID(cid)).status == "escalated"
+    escalated = client.predict("escalated", "", "", "", "", 50, 0, api_name="/conversations")
+    assert cid in [c["conversation_id"] for c in escalated["items"]]
+    with pytest.raises(Exception, match="no conversation id starts with"):
+        client.predict("ffffffff-0000", "", api_name="/handover")
+
+
+def test_ask_stream_yields_tokens_then_the_ask_object(ui):
+    client = ui["client"]
+    returns = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/ask_stream"]["returns"]
+    assert set(returns[0]["type"]["properties"]) == {"kind", "text", "result"}
+    job = client.submit("Do gift cards expire?", "", False, "summary", api_name="/ask_stream")
+    events = list(job)
+    tokens = [e["text"] for e in events if e["kind"] == "token"]
+    assert len(tokens) >= 3 and events[-1]["kind"] == "done"
+    final = events[-1]["result"]
+    assert final["answer"] == "".join(tokens).strip() and isinstance(final["turn_id"], int)
+    assert final["passages"][0]["doc_id"] == "gift-cards"

@@ -1,15 +1,17 @@
-"""The Gradio app: a chat tab for operators and named API endpoints for other apps.
+"""The Gradio app: a chat tab for operators, a review tab for the team, and typed API endpoints for other apps.
 
 :func:`build_app` wires an :class:`agent.pipeline.Agent` and an optional conversation store into a ``gr.Blocks``;
-:func:`serve` builds the defaults and launches it. Handlers are plain (generator) functions; user-facing errors
-become ``gr.Error`` so the browser shows a message and API callers get it as the error text.
+:func:`serve` builds the defaults and launches it. Handlers are plain (generator) functions of :class:`MomentsApp`
+(chat tab) and :class:`ui.api.MomentsApi` (endpoints, typed: see that module).
 
-Named endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
+Chat tab contract: a problem with the operator's message (empty, too long...) is shown once, under the input, and
+the conversation stays as it was; every reply gets a confidence badge (:mod:`ui.confidence`), and low-confidence or
+abstained replies offer "Hand over to a colleague" (status ``escalated``). The page URL carries the conversation
+(``?c=<id>``): a reload or a shared link restores it from the store, explanations included. Thumbs are idempotent:
+one operator rating per reply, un-clicking withdraws it.
 
-* ``/chat`` — the chat tab's streamed turn (message, chat history as displayed, state, explain);
-* ``/ask`` — one turn as JSON: ``ask(question, conversation_id="", explain=False) -> dict``;
-* ``/feedback`` — rate a stored turn: ``feedback(turn_id, rating, reasons="", comment="", corrected="") -> dict``;
-* ``/review_search``, ``/review_show``, ``/review_rate`` — the review tab (see :mod:`ui.review`).
+Named endpoints: ``/chat`` (the chat tab's streamed turn), the typed API (``/ask``, ``/ask_stream``, ``/retrieve``,
+``/feedback``, ``/conversations``, ``/conversation``, ``/handover``) and the review tab's (see :mod:`ui.review`).
 """
 
 from __future__ import annotations
@@ -24,38 +26,29 @@ from agent.conversation import ConversationRunner, try_open_store
 from agent.errors import MomentsError
 from agent.pipeline import Agent
 from agent.settings import Settings
-from agent.vocabulary import RATINGS, Channel
+from agent.turn import TurnResult
 from ui import render
-from ui.review import Review, build_review_tab
+from ui.api import MomentsApi, streamed
+from ui.confidence import grade
+from ui.layout import ChatTab, build_layout
+from ui.review import Review
 
 log = logging.getLogger(__name__)
 
-EXAMPLES = [
-    "How long do I have to return an item?",
-    "How much does express shipping cost?",
-    "Do gift cards expire?",
-]
-
 
 def new_state() -> dict[str, Any]:
-    """Per-browser-session chat state: the conversation id and the stored turn id of each bot message. The
-    conversation's history is not kept here: every turn reads it from the store (``ConversationRunner.history``)."""
-    return {"conversation_id": None, "turn_ids": {}}
+    """Per-browser-session chat state: the conversation id, the stored turn id of each bot message (by message
+    index), the operator's feedback id and rating on each turn, and the turn the feedback form applies to. The
+    conversation's history is not kept here: every turn reads it from the store."""
+    return {"conversation_id": None, "turn_ids": {}, "feedback": {}, "ratings": {}, "turn": None}
 
 
-def _conversation_id(value: str | None) -> uuid.UUID | None:
-    """The ``/ask`` caller's conversation id as a UUID (None when not given); only this can blame the id."""
-    if not value:
-        return None
-    try:
-        return uuid.UUID(str(value).strip())
-    except ValueError:
-        raise gr.Error(f"Invalid conversation id {value!r}: pass the conversation_id a previous /ask call returned, "
-                       "or leave it empty to start a new conversation.") from None
+def _status(message: str, error: bool = False) -> str:
+    return render.error_html(message) if error else f"<div class='mo-legend'>{render.esc(message)}</div>"
 
 
 class MomentsApp:
-    """Handlers of the app, bound to one agent and store (so tests can build several apps)."""
+    """Chat-tab handlers, bound to one agent and store (so tests can build several apps)."""
 
     def __init__(self, settings: Settings, agent: Agent, store=None, store_error: str | None = None) -> None:
         self.settings = settings
@@ -63,102 +56,182 @@ class MomentsApp:
         self.store = store
         self.store_error = store_error
         self.runner = ConversationRunner(agent, store)
+        self.api = MomentsApi(settings, self.runner, store_error)
+        #: the typed endpoints' handlers, also reachable here (embedding code and tests call ``app.ask(...)``)
+        self.ask, self.feedback = self.api.ask, self.api.feedback
 
     # --------------------------------------------------------------------------------------- helpers
-    def _conversation(self, state: dict, channel: Channel) -> uuid.UUID | None:
+    def _conversation(self, state: dict) -> uuid.UUID | None:
         if self.store is None:
             return None
         if state.get("conversation_id"):
             return uuid.UUID(state["conversation_id"])
-        cid = self.runner.start(channel=channel)
+        cid = self.runner.start(channel="ui")
         state["conversation_id"] = str(cid)
         return cid
 
+    def reply_message(self, result: TurnResult) -> str:
+        """A bot message as the chat shows it: the escaped answer, then its confidence badge."""
+        g = grade(result, self.settings)
+        return f"{render.esc(result.answer)}\n\n{render.badge_html(g)}"
+
     # --------------------------------------------------------------------------------------- chat tab
     def chat(self, message: str, messages: list[dict], state: dict, explain: bool):
-        """Streamed chat turn: yields (textbox, chatbot, passages html, explanation html, state). ``messages`` is what
-        the chatbot shows; the conversation's history comes from the store."""
+        """Streamed chat turn: yields (textbox, chatbot, passages, explanation, state, status, hand-over button,
+        conversation id). Invalid input changes nothing but the status line under the input."""
         state = state or new_state()
         messages = list(messages or [])
         try:
             question = self.agent.validate(message)
-            cid = self._conversation(state, channel="ui")
+            cid = self._conversation(state)
         except MomentsError as exc:
-            raise gr.Error(str(exc)) from exc
-        messages.append({"role": "user", "content": render.esc(question)})
-        messages.append({"role": "assistant", "content": ""})
+            yield (gr.skip(),) * 5 + (_status(str(exc), error=True), gr.skip(), gr.skip())
+            return
+        messages += [{"role": "user", "content": render.esc(question)}, {"role": "assistant", "content": ""}]
         passages_html, explanation_html, answer = "", "<i>Thinking…</i>", ""
-        yield "", messages, passages_html, explanation_html, state
+        hide = gr.update(visible=False)
+        cid_text = str(cid) if cid else ""
+        yield "", messages, passages_html, explanation_html, state, "", hide, cid_text
         try:
             for event in self.runner.stream(cid, question, explain=explain):
                 if event.kind == "retrieved":
-                    passages_html = render.passages_html(event.hits)
-                    explanation_html = "<i>Writing the answer…</i>"
+                    passages_html, explanation_html = render.passages_html(event.hits), "<i>Writing the answer…</i>"
                 elif event.kind == "token":
                     answer += event.text
                     messages[-1] = {"role": "assistant", "content": render.esc(answer)}
                 elif event.kind == "explaining":
                     k = len(event.result.hits)
+                    messages[-1] = {"role": "assistant", "content": f"{render.esc(event.result.answer)}\n\n<span "
+                                    "class='mo-badge mo-unknown'>Checking the sources…</span>"}
                     explanation_html = (f"<i>Explaining: re-scoring the reply under all {2 ** k} subsets of the "
                                         f"{k} passages…</i>")
                 elif event.kind == "done":
                     result = event.result
-                    explanation_html = render.explanation_html(result)
-                    passages_html = render.passages_html(result.hits, render.passage_credits(result.explanation))
-                    messages[-1] = {"role": "assistant", "content": render.esc(result.answer)}
-                    if result.turn_id is not None:
-                        state["turn_ids"][str(len(messages) - 1)] = result.turn_id
-                yield "", messages, passages_html, explanation_html, state
+                    messages[-1] = {"role": "assistant", "content": self.reply_message(result)}
+                    explanation_html, passages_html = self._explained(result)
+                    self._remember(state, len(messages) - 1, result)
+                    offer = grade(result, self.settings).offer_handover and cid is not None
+                    yield "", messages, passages_html, explanation_html, state, "", gr.update(visible=offer), \
+                        cid_text
+                    continue
+                yield "", messages, passages_html, explanation_html, state, "", hide, cid_text
         except MomentsError as exc:
             messages[-1] = {"role": "assistant", "content": render.esc(f"⚠ {exc}")}
-            yield "", messages, passages_html, render.error_html(str(exc)), state
+            yield "", messages, passages_html, "", state, _status(str(exc), True), gr.update(visible=True), cid_text
         except Exception as exc:
             log.exception("chat turn failed")
             msg = f"Something went wrong while answering ({type(exc).__name__}: {exc}). Your message was kept; " \
                   "try again or start a new conversation."
             messages[-1] = {"role": "assistant", "content": render.esc(f"⚠ {msg}")}
-            yield "", messages, passages_html, render.error_html(msg), state
+            yield "", messages, passages_html, "", state, _status(msg, True), gr.update(visible=True), cid_text
 
-    def like(self, state: dict, data: gr.LikeData) -> str:
-        """Thumbs on a bot message → feedback on its stored turn."""
-        turn_id = (state or {}).get("turn_ids", {}).get(str(data.index if isinstance(data.index, int)
-                                                               else data.index[0]))
+    def _explained(self, result: TurnResult) -> tuple[str, str]:
+        """(explanation, passages) panels of a finished turn."""
+        return (render.explanation_html(result, self.settings),
+                render.passages_html(result.hits, render.passage_credits(result.explanation)))
+
+    @staticmethod
+    def _remember(state: dict, message_index: int, result: TurnResult) -> None:
+        if result.turn_id is not None:
+            state["turn_ids"][str(message_index)] = result.turn_id
+            state["turn"] = result.turn_id
+
+    # --------------------------------------------------------------------------------------- feedback
+    def _turn_of(self, state: dict, index: Any) -> int | None:
+        i = index if isinstance(index, int) else index[0]
+        return (state or {}).get("turn_ids", {}).get(str(i))
+
+    def _rate(self, state: dict, turn_id: int, rating: str | None, reasons: list[str], comment: str) -> None:
+        """Make the operator's feedback on ``turn_id`` exactly this (replacing any earlier one; nothing when
+        rating, reasons and comment are all empty)."""
+        old = state["feedback"].pop(str(turn_id), None)
+        if old is not None:
+            self.store.remove_feedback(old)
+        state["ratings"][str(turn_id)] = rating
+        if rating or reasons or comment:
+            state["feedback"][str(turn_id)] = self.store.add_feedback(
+                turn_id, source="operator", rating=rating, reasons=reasons, comment=comment or None)
+
+    def like(self, state: dict, data: gr.LikeData) -> tuple[dict, str]:
+        """Thumbs on a bot message: like → up, dislike → down, un-click → the rating is withdrawn (never flipped)."""
+        state = state or new_state()
+        turn_id = self._turn_of(state, data.index)
         if turn_id is None or self.store is None:
-            return "Feedback not recorded: this reply is not stored."
-        rating = "up" if data.liked else "down"
-        self.store.add_feedback(turn_id, source="operator", rating=rating)
-        return f"Feedback recorded ({rating})."
+            return state, _status("Feedback not recorded: this reply is not stored.", error=True)
+        rating = "up" if data.liked is True else "down" if data.liked is False else None
+        try:
+            self._rate(state, turn_id, rating, [], "")
+        except MomentsError as exc:
+            return state, _status(f"Feedback not recorded: {exc}", error=True)
+        state["turn"] = turn_id
+        word = {"up": "thumbs up", "down": "thumbs down", None: "rating withdrawn"}[rating]
+        return state, _status(f"Feedback on reply {turn_id}: {word}. Add reasons or a comment below if you like.")
+
+    def send_feedback(self, state: dict, reasons: list[str], comment: str) -> tuple[dict, str, Any, str]:
+        """The feedback form: reasons and a comment on the reply last answered, rated or selected."""
+        state = state or new_state()
+        turn_id = state.get("turn")
+        if turn_id is None or self.store is None:
+            return state, _status("Ask a question first: feedback goes to a stored reply.", error=True), \
+                gr.skip(), gr.skip()
+        try:
+            self._rate(state, turn_id, state["ratings"].get(str(turn_id)), list(reasons or []),
+                       (comment or "").strip())
+        except MomentsError as exc:
+            return state, _status(f"Feedback not recorded: {exc}", error=True), gr.skip(), gr.skip()
+        return state, _status(f"Feedback on reply {turn_id} saved."), [], ""
+
+    # --------------------------------------------------------------------------------------- conversation
+    def hand_over(self, state: dict) -> tuple[str, Any]:
+        """The chat tab's "Hand over to a colleague" button (see :meth:`ui.api.MomentsApi.handover`)."""
+        cid = (state or {}).get("conversation_id")
+        if not cid:
+            return _status("Nothing to hand over yet.", error=True), gr.skip()
+        try:
+            out = self.api.handover(cid)
+        except gr.Error as exc:
+            return _status(str(exc), error=True), gr.skip()
+        return _status(f"Handed over to a colleague (conversation escalated). Summary for them: {out['summary']}"), \
+            gr.update(visible=False)
 
     def new_conversation(self):
-        return [], "", "", new_state(), ""
+        return [], "", "", new_state(), "", gr.update(visible=False), ""
 
-    # --------------------------------------------------------------------------------------- API
-    def ask(self, question: str, conversation_id: str = "", explain: bool = False) -> dict:
-        """One turn as JSON. Pass the returned ``conversation_id`` back to continue the conversation."""
+    def restore(self, request: gr.Request):
+        """Page load: reopen the conversation named by ``?c=<id>`` from the store (messages, badges, the last
+        reply's explanation and passages); a fresh page otherwise."""
+        wanted = (request.query_params.get("c") or "").strip() if request is not None else ""
+        if not wanted or self.store is None:
+            return self.new_conversation()
         try:
-            question = self.agent.validate(question)
-            cid = _conversation_id(conversation_id)
-            if self.store is not None and cid is None:
-                cid = self.runner.start(channel="api")
-            result = self.runner.ask(cid, question, explain=bool(explain))
-        except MomentsError as exc:
-            raise gr.Error(str(exc)) from exc
-        return result.to_dict()
+            cid = self.store.resolve_conversation_id(wanted)
+            conv = self.store.get_conversation(cid)
+        except (MomentsError, ValueError) as exc:
+            return [], "", "", new_state(), _status(f"Could not reopen conversation {wanted!r}: {exc}", True), \
+                gr.update(visible=False), ""
+        state, messages, last = new_state(), [], None
+        state["conversation_id"] = str(cid)
+        for t in sorted(conv.turns, key=lambda t: t.index):
+            if t.role == "user":
+                messages.append({"role": "user", "content": render.esc(t.text)})
+                continue
+            last = self.store.get_result(t.id)
+            messages.append({"role": "assistant", "content": self.reply_message(last)})
+            self._remember(state, len(messages) - 1, last)
+        explanation, passages = self._explained(last) if last is not None else ("", "")
+        offer = last is not None and conv.status != "escalated" and grade(last, self.settings).offer_handover
+        note = f"Reopened conversation {cid} ({conv.status})."
+        return messages, passages, explanation, state, _status(note), gr.update(visible=offer), str(cid)
 
-    def feedback(self, turn_id: float, rating: str, reasons: str = "", comment: str = "",
-                 corrected: str = "") -> dict:
-        """Rate a stored turn (rating ``up`` or ``down``; reasons comma-separated)."""
-        if self.store is None:
-            raise gr.Error(f"Feedback cannot be stored: {self.store_error or 'no conversation store configured'}.")
-        if rating not in RATINGS:
-            raise gr.Error(f"rating must be {' or '.join(repr(r) for r in RATINGS)}.")
-        try:
-            fid = self.store.add_feedback(int(turn_id), source="api", rating=rating,
-                                          reasons=[r.strip() for r in reasons.split(",") if r.strip()],
-                                          comment=comment or None, corrected_answer=corrected or None)
-        except MomentsError as exc:
-            raise gr.Error(str(exc)) from exc
-        return {"feedback_id": fid, "turn_id": int(turn_id), "rating": rating}
+    def select(self, state: dict, data: gr.SelectData):
+        """Clicking a bot message shows its explanation and passages (and points the feedback form at it)."""
+        turn_id = self._turn_of(state or {}, data.index)
+        result = self.store.get_result(turn_id) if turn_id is not None and self.store is not None else None
+        if result is None:
+            return gr.skip(), gr.skip(), state
+        state["turn"] = turn_id
+        explanation, passages = self._explained(result)
+        return explanation, passages, state
 
 
 def build_app(settings: Settings, *, agent: Agent | None = None, store=None, open_store: bool = True) -> gr.Blocks:
@@ -169,42 +242,41 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
     if store is None and open_store:
         store, store_error = try_open_store(settings)
     app = MomentsApp(settings, agent, store, store_error)
-
     with gr.Blocks(title="Moments") as demo:
-        state = gr.State(new_state())
-        gr.Markdown("## Moments — answers from the help centre, explained token by token")
-        if store_error:
-            gr.HTML(render.error_html(f"Conversations are NOT being stored: {store_error}"))
-        with gr.Tab("Chat"):  # noqa: SIM117 - nesting mirrors the page layout
-            with gr.Row():
-                with gr.Column(scale=3):
-                    chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="mo-chat",
-                                         render_markdown=True, sanitize_html=True)
-                    msg = gr.Textbox(label="Message", placeholder="Ask about orders, shipping, returns, accounts…",
-                                     elem_id="mo-input", lines=1, max_lines=6)
-                    with gr.Row():
-                        send = gr.Button("Send", variant="primary", elem_id="mo-send")
-                        new = gr.Button("New conversation", elem_id="mo-new")
-                        explain = gr.Checkbox(value=True, label="Explain each reply", elem_id="mo-explain")
-                    gr.Examples(EXAMPLES, inputs=msg)
-                    status = gr.Markdown(elem_id="mo-status")
-                with gr.Column(scale=2):
-                    gr.Markdown("### Explanation")
-                    explanation = gr.HTML(elem_id="mo-explanation")
-                    gr.Markdown("### Passages")
-                    passages = gr.HTML(elem_id="mo-passages")
-        with gr.Tab("Review"):
-            build_review_tab(Review(store, store_error))
-        outputs = [msg, chatbot, passages, explanation, state]
-        gr.on([send.click, msg.submit], app.chat, inputs=[msg, chatbot, state, explain], outputs=outputs,
-              api_name="chat")
-        new.click(app.new_conversation, outputs=[chatbot, passages, explanation, state, status],
-                  api_visibility="private")
-        chatbot.like(app.like, inputs=[state], outputs=[status], api_visibility="private")
-        gr.api(app.ask, api_name="ask")
-        gr.api(app.feedback, api_name="feedback")
+        tab: ChatTab = build_layout(store_error, Review(store, store_error, settings))
+        wire(app, tab)
+        demo.load(app.restore, outputs=[tab.chatbot, tab.passages, tab.explanation, tab.state, tab.status,
+                                         tab.handover, tab.cid], api_visibility="private")
+        for name in ("ask", "retrieve", "feedback", "conversations", "conversation", "handover"):
+            gr.api(getattr(app.api, name), api_name=name)
+        gr.api(streamed(app.api.ask_stream), api_name="ask_stream")
     demo.moments = app  # handy for tests and embedding
     return demo
+
+
+#: Puts the conversation id into the page URL (``?c=<id>``) so that a reload or a copied link restores it.
+URL_JS = """(cid) => {
+  const url = new URL(window.location.href);
+  if (cid) { url.searchParams.set('c', cid); } else { url.searchParams.delete('c'); }
+  window.history.replaceState(null, '', url);
+  return cid;
+}"""
+
+
+def wire(app: MomentsApp, t: ChatTab) -> None:
+    """Connect the chat tab's events to the app's handlers."""
+    outputs = [t.msg, t.chatbot, t.passages, t.explanation, t.state, t.status, t.handover, t.cid]
+    gr.on([t.send.click, t.msg.submit], app.chat, inputs=[t.msg, t.chatbot, t.state, t.explain], outputs=outputs,
+          api_name="chat", show_progress="minimal")
+    t.new.click(app.new_conversation, outputs=[t.chatbot, t.passages, t.explanation, t.state, t.status, t.handover,
+                                               t.cid], api_visibility="private")
+    t.chatbot.like(app.like, inputs=[t.state], outputs=[t.state, t.status], api_visibility="private")
+    t.chatbot.select(app.select, inputs=[t.state], outputs=[t.explanation, t.passages, t.state],
+                     api_visibility="private")
+    t.save_feedback.click(app.send_feedback, inputs=[t.state, t.reasons, t.comment],
+                          outputs=[t.state, t.status, t.reasons, t.comment], api_visibility="private")
+    t.handover.click(app.hand_over, inputs=[t.state], outputs=[t.status, t.handover], api_visibility="private")
+    t.cid.change(None, inputs=[t.cid], outputs=None, js=URL_JS, api_visibility="private")
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, share: bool = False,

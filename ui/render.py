@@ -1,59 +1,138 @@
 """HTML rendering of passages and explanations for the Gradio UI.
 
-Every piece of text that comes from a user, a passage or the model goes through :func:`html.escape`; the only markup
-in the output is the markup written here. Functions take the typed values (:class:`~retrieval.types.Hit`,
-:class:`~agent.turn.TurnResult` with its :class:`~agent.attribution.explanation.Explanation`); a stored turn is read
-back as the same :class:`TurnResult` (:meth:`agent.store.Store.get_result`), so it renders exactly like a live one.
+Every piece of text that comes from a user, a passage or the model goes through :func:`ui.markup.esc` (passage
+Markdown through :func:`ui.markup.markdown`, raw HTML off); the only markup in the output is the markup written here.
+Functions take the typed values (:class:`~retrieval.types.Hit`, :class:`~agent.turn.TurnResult` with its
+:class:`~agent.attribution.explanation.Explanation`); a stored turn is read back as the same :class:`TurnResult`
+(:meth:`agent.store.Store.get_result`), so it renders exactly like a live one.
+
+Anchors: passage ``[n]`` is the element ``#mo-p-n``; every citation ``[n]`` links to it. Reply tokens and heat-map
+cells carry ``data-i`` (the token index); :data:`INSPECTOR_JS` shows the matching inspector panel ``#mo-insp-i``.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
-from typing import Any
 
-from agent.attribution.explanation import Explanation, TokenAttribution
+from agent.attribution.explanation import (
+    Explanation,
+    SentenceCitation,
+    TokenAttribution,
+)
+from agent.settings import Settings
 from agent.turn import TurnResult
 from retrieval.types import Hit
+from ui import inspector
+from ui.confidence import Grade, citation_mismatch, grade
+from ui.markup import esc, markdown
+
+__all__ = ["CSS", "INSPECTOR_JS", "PALETTE", "badge_html", "colour", "error_html", "esc", "explanation_html",
+           "passage_credits", "passages_html"]
 
 #: One colour per passage rank ([1] .. [8]); grounded tokens are tinted with their top passage's colour.
 PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#e5e7eb"]
 
 CSS = """
 .mo-passage {border-left: 4px solid #ccc; padding: 4px 8px; margin: 6px 0; font-size: 0.9em;}
+.mo-passage summary {cursor: pointer;}
 .mo-passage .mo-head {font-weight: 600;}
 .mo-passage .mo-score {color: #555; font-weight: 400; margin-left: 6px;}
-.mo-passage pre {white-space: pre-wrap; font-family: inherit; margin: 4px 0 0 0;}
-.mo-reply {line-height: 1.9; font-size: 1em;}
-.mo-tok {border-radius: 3px; padding: 1px 0;}
+.mo-passage .mo-body strong {font-size: inherit;}
+.mo-passage .mo-body p {margin: 2px 0;}
+.mo-passage .mo-body table {border-collapse: collapse; margin: 4px 0;}
+.mo-passage .mo-body td, .mo-passage .mo-body th {border: 1px solid #ddd; padding: 2px 6px;}
+.mo-passage .mo-body h1, .mo-passage .mo-body h2, .mo-passage .mo-body h3 {font-size: 1em; margin: 6px 0 2px;}
+.mo-flash {outline: 3px solid #2563eb; outline-offset: 2px;}
+.mo-reply {line-height: 1.9; font-size: 1em; white-space: pre-wrap;}
+.mo-tok {border-radius: 3px; padding: 1px 0; cursor: pointer;}
+.mo-tok:focus, .mo-tok.mo-picked {outline: 2px solid #1d4ed8;}
 .mo-tok.mo-prior {text-decoration: underline dotted #b91c1c; text-underline-offset: 3px;}
 .mo-legend {font-size: 0.85em; color: #444; margin-top: 6px;}
 .mo-note {font-size: 0.85em; color: #92400e;}
 .mo-error {color: #b91c1c; font-weight: 600;}
+.mo-badge {display: inline-block; border-radius: 10px; padding: 1px 9px; font-size: 0.85em; font-weight: 600;}
+.mo-badge.mo-high {background: #dcfce7; color: #166534;}
+.mo-badge.mo-check {background: #fef9c3; color: #854d0e;}
+.mo-badge.mo-low, .mo-badge.mo-abstained, .mo-badge.mo-error {background: #fee2e2; color: #991b1b;}
+.mo-badge.mo-unknown {background: #f3f4f6; color: #374151;}
+.mo-warn {color: #991b1b; font-size: 0.9em; margin: 4px 0;}
+.mo-sent {font-size: 0.9em; margin: 2px 0;}
+.mo-cite {text-decoration: none; border-radius: 3px; padding: 0 2px; font-size: 0.85em; color: #1e3a8a;}
+.mo-mismatch {color: #b45309; font-size: 0.85em;}
+.mo-inspector {border: 1px solid #e5e7eb; border-radius: 6px; padding: 6px 8px; margin-top: 8px; font-size: 0.9em;}
+.mo-insp-head {font-weight: 600; margin-bottom: 4px;}
+.mo-alts {margin: 2px 0 4px 1.2em; padding: 0;}
+.mo-credit {margin: 1px 0;}
+.mo-bar {display: inline-block; width: 80px; height: 9px; background: #f3f4f6; vertical-align: middle;}
+.mo-bar span {display: block; height: 9px;}
+.mo-dim {color: #6b7280;}
+.mo-heat {margin-top: 8px; font-size: 0.85em;}
+.mo-heat-row {display: flex; align-items: center; gap: 1px; margin: 1px 0;}
+.mo-heat-label {width: 2.2em; flex: none;}
+.mo-cell {flex: 1 1 0; min-width: 2px; max-width: 10px; height: 14px; border: 1px solid #f3f4f6; cursor: pointer;}
+.mo-key {margin-top: 4px;}
+.mo-key-cell {display: inline-block; width: 14px; height: 10px; border: 1px solid #ddd; margin: 0 3px 0 8px;}
+#mo-status .mo-error, #mo-status p {margin: 2px 0;}
 """
 
-
-def esc(text: Any) -> str:
-    """HTML-escape any value (quotes included)."""
-    return html.escape("" if text is None else str(text), quote=True)
+#: ``js_on_load`` of the explanation panel: clicking (or Enter/Space on) a token or heat-map cell shows its
+#: inspector panel; clicking a citation ``[n]`` opens and scrolls to passage ``[n]``. Delegated on the panel's root,
+#: so it survives every re-render. Builds no HTML: it only toggles ``hidden`` and classes.
+INSPECTOR_JS = """
+const pick = (i) => {
+  element.querySelectorAll('.mo-insp').forEach(p => { p.hidden = p.dataset.i !== String(i); });
+  element.querySelectorAll('.mo-tok').forEach(t => t.classList.toggle('mo-picked', t.dataset.i === String(i)));
+  const hint = element.querySelector('.mo-insp-hint'); if (hint) hint.hidden = true;
+};
+const cite = (a) => {
+  const target = document.getElementById(a.getAttribute('href').slice(1));
+  if (!target) return;
+  if (target.tagName === 'DETAILS') target.open = true;
+  target.scrollIntoView({block: 'nearest'});
+  target.classList.add('mo-flash'); setTimeout(() => target.classList.remove('mo-flash'), 1500);
+};
+element.addEventListener('click', (e) => {
+  const a = e.target.closest('a.mo-cite');
+  if (a) { e.preventDefault(); cite(a); return; }
+  const t = e.target.closest('.mo-tok, .mo-cell');
+  if (t) pick(t.dataset.i);
+});
+element.addEventListener('keydown', (e) => {
+  const t = e.target.closest('.mo-tok');
+  if (t && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); pick(t.dataset.i); }
+});
+"""
 
 
 def colour(index: int | None) -> str:
     return PALETTE[index % len(PALETTE)] if index is not None and index >= 0 else "transparent"
 
 
+def _credit_words(credits: Sequence[float] | None, index: int) -> str:
+    """A passage's share of the reply's positive credit, in words."""
+    if credits is None or index >= len(credits):
+        return ""
+    positive = sum(c for c in credits if c > 0)
+    if credits[index] <= 0 or positive <= 0:
+        return " · did not support the reply"
+    return f" · {credits[index] / positive:.0%} of the reply's support"
+
+
 def passages_html(hits: Sequence[Hit], credits: Sequence[float] | None = None) -> str:
-    """The numbered passages panel: rank, title, retrieval score, attribution credit (if any) and the text."""
+    """The passages panel, best match first: ``[n]`` (the number the model and the citations use), title, match
+    score, share of the reply's support (with ``credits``), and the passage's Markdown rendered safely. The best
+    passage is open; the others open from their citation."""
     if not hits:
         return "<div class='mo-passage'>No passages retrieved.</div>"
+    order = sorted(range(len(hits)), key=lambda i: -hits[i].score)
     parts = []
-    for i, h in enumerate(hits):
-        credit = f" · credit {credits[i]:+.2f}" if credits is not None and i < len(credits) else ""
+    for rank, i in enumerate(order):
+        h = hits[i]
         parts.append(
-            f"<div class='mo-passage' style='border-left-color:{colour(i)}'>"
-            f"<div class='mo-head'>[{i + 1}] {esc(h.passage.title)}"
-            f"<span class='mo-score'>score {h.score:.3f}{esc(credit)} · {esc(h.passage.id)}</span>"
-            f"</div><pre>{esc(h.passage.text)}</pre></div>"
+            f"<details class='mo-passage' id='mo-p-{i + 1}' style='border-left-color:{colour(i)}'"
+            f"{' open' if rank == 0 else ''}><summary class='mo-head'>[{i + 1}] {esc(h.passage.title)}"
+            f"<span class='mo-score'>match {h.score:.2f}{esc(_credit_words(credits, i))} · {esc(h.passage.id)}"
+            f"</span></summary><div class='mo-body'>{markdown(h.passage.text)}</div></details>"
         )
     return "\n".join(parts)
 
@@ -67,33 +146,50 @@ def passage_credits(explanation: Explanation | None) -> list[float] | None:
     return None if explanation is None else explanation.passage_totals()
 
 
+def badge_html(g: Grade) -> str:
+    """The confidence badge (and its one-line warning, if any)."""
+    value = "" if g.confidence is None else f" · {g.confidence:.2f}"
+    badge = f"<span class='mo-badge mo-{g.level}' data-level='{g.level}'>{esc(g.label)}{value}</span>"
+    return badge + (f"<div class='mo-warn'>⚠ {esc(g.warning)}</div>" if g.warning else "")
+
+
 def _token_html(tok: TokenAttribution) -> str:
     top, prior = tok.top_passage, tok.flag == "prior"
-    alts = ", ".join(f"{a!r} {p:.2f}" for a, p in tok.alternatives[:5])
     where = "model prior" if prior else f"grounded in [{top + 1}]" if top is not None else "grounded"
-    title = f"p={tok.prob:.2f} · {where} · grounding {tok.grounding or 0.0:+.2f} · nearly said: {alts}"
     style = f"background:{colour(top)}" if top is not None and not prior else ""
     cls = "mo-tok mo-prior" if prior else "mo-tok"
-    return f"<span class='{cls}' style='{style}' title='{esc(title)}'>{esc(tok.text)}</span>"
+    return (f"<span class='{cls}' style='{style}' data-i='{tok.index}' tabindex='0' role='button' "
+            f"title='{esc(f'{inspector.pct(tok.prob)} · {where}')}'>{esc(tok.text)}</span>")
 
 
-def explanation_html(result: TurnResult) -> str:
-    """The reply with every token tinted by its top passage (dotted underline: model prior), hover for details."""
+def _cite(j: int) -> str:
+    return f"<a class='mo-cite' href='#mo-p-{j + 1}' style='background:{colour(j)}'>[{j + 1}]</a>"
+
+
+def _sentence_html(sent: SentenceCitation) -> str:
+    mismatch = citation_mismatch(sent)
+    flag = f" <span class='mo-mismatch'>⚠ {esc(mismatch)}</span>" if mismatch else ""
+    return f"<div class='mo-sent'>{esc(sent.text)} {''.join(_cite(j) for j in sent.cited)}{flag}</div>"
+
+
+def explanation_html(result: TurnResult, settings: Settings | None = None) -> str:
+    """The reply explained: confidence badge and warning, the reply with every token tinted by its top passage
+    (dotted underline: model prior; click for the inspector), each sentence with the passages it rests on, the
+    inspector panels and the heat map."""
+    g = grade(result, settings or Settings())
     if result.abstained:
-        return (f"<div class='mo-note'>Abstained: the best passage scored {result.best_score:.3f}, below the "
-                "threshold, so Moments handed over instead of guessing.</div>")
+        return (f"{badge_html(Grade(g.level, None))}<div class='mo-note'>Abstained: the best passage scored {result.best_score:.3f}, "
+                "below the threshold, so Moments handed over instead of guessing.</div>")
     exp = result.explanation
     if exp is None:
-        return f"<div class='mo-reply'>{esc(result.answer)}</div><div class='mo-legend'>No explanation " \
-               "was computed for this reply (turn on “Explain each reply”).</div>"
+        return (f"{badge_html(g)}<div class='mo-reply'>{esc(result.answer)}</div><div class='mo-legend'>No "
+                "explanation was computed for this reply (turn on “Explain each reply”).</div>")
     spans = "".join(_token_html(tok) for tok in exp.tokens)
+    sentences = "".join(_sentence_html(s) for s in exp.sentences)
     notes = "".join(f"<div class='mo-note'>{esc(n)}</div>" for n in exp.notes)
-    legend = (f"<div class='mo-legend'>Colour = passage with the most credit (Shapley); dotted underline = from the "
-              f"model's prior. Confidence {exp.confidence:.2f} · grounded tokens {exp.grounded_share:.0%} · "
-              f"method {esc(exp.method)} · {exp.forward_passes} forward passes, {exp.seconds:.1f} s</div>")
-    cited = []
-    for sent in exp.sentences:
-        marks = "".join(f"<sup style='background:{colour(j)}'>[{j + 1}]</sup>" for j in sent.cited)
-        cited.append(f"{esc(sent.text)}{marks}")
-    cited_html = f"<div class='mo-legend'><b>Cited:</b> {' '.join(cited)}</div>" if cited else ""
-    return f"<div class='mo-reply'>{spans}</div>{cited_html}{legend}{notes}"
+    legend = (f"<div class='mo-legend'>Colour = the passage that did most for the word; dotted underline = from "
+              f"the model's prior. Grounded words {exp.grounded_share:.0%} · explained by {esc(exp.method)} "
+              f"({esc(exp.estimator)}) · {exp.forward_passes} forward passes, {exp.seconds:.1f} s</div>")
+    cited = f"<div class='mo-legend'><b>Sources by sentence:</b></div>{sentences}" if sentences else ""
+    return (f"{badge_html(g)}<div class='mo-reply'>{spans}</div>{cited}{legend}{notes}"
+            f"{inspector.inspector_html(exp)}{inspector.heatmap_html(exp)}")

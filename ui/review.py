@@ -1,35 +1,85 @@
-"""The review tab: search stored conversations, replay one with its passages and explanations, rate answers.
+"""The review tab: search stored conversations (filters, dates, paging), replay one exactly as the operator saw it,
+rate its answers, export the filtered set.
 
-Handlers are methods of :class:`Review`, bound to one store; they return plain values (rows, escaped HTML) so the
-tab and tests share them. A stored answer is read back as the :class:`~agent.turn.TurnResult` it was
-(:func:`agent.store.turns.turn_result`) and renders through :mod:`ui.render`, exactly like a live one.
+Handlers are methods of :class:`Review`, bound to one store; they return plain values (rows, escaped HTML, file
+paths) so the tab and tests share them. A stored answer is read back as the :class:`~agent.turn.TurnResult` it was
+(:meth:`agent.store.Store.get_result`) and renders through :mod:`ui.render`, exactly like a live one: badge,
+explanation, passages with their credit. An escalated conversation opens with its hand-over summary.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from agent.errors import MomentsError
+from agent.settings import Settings
 from agent.store import StatsPublic, TurnPublic
-from agent.store.turns import turn_result
-from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS, REASONS
+from agent.vocabulary import RATINGS, REASONS
 from ui import render
+from ui.api import parse_when
+from ui.handover import handover_summary
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["id", "updated (UTC)", "channel", "status", "turns", "title", "last confidence"]
 ANY = "any"
+PAGE_SIZE = 25
+#: The feedback reasons in the order a person scans them (all of :data:`agent.vocabulary.REASONS`).
+REASON_ORDER = sorted(REASONS, key=lambda r: (r == "other", r not in ("wrong fact", "wrong source"), r))
+EXPORTS = {"JSONL (everything)": ("export_jsonl", "jsonl"), "CSV (one row per turn)": ("export_csv", "csv"),
+           "Fine-tune (corrected answers)": ("export_finetune", "jsonl")}
+
+
+@dataclass(frozen=True)
+class Query:
+    """The review tab's filters, as typed in the form."""
+
+    text: str = ""
+    status: str = ANY
+    channel: str = ANY
+    rating: str = ANY
+    reviewed: str = ANY
+    confidence_below: float | None = None
+    since: str = ""
+    until: str = ""
+    operator: str = ""
+
+    def filters(self) -> dict[str, Any]:
+        """The store's filter keywords (empty fields and ``any`` left out)."""
+        out: dict[str, Any] = {}
+        if self.text and self.text.strip():
+            out["text"] = self.text.strip()
+        for key in ("status", "channel", "rating"):
+            value = getattr(self, key)
+            if value and value != ANY:
+                out[key] = value
+        if self.reviewed in ("yes", "no"):
+            out["reviewed"] = self.reviewed == "yes"
+        if self.confidence_below:
+            out["confidence_below"] = float(self.confidence_below)
+        if self.operator and self.operator.strip():
+            out["operator"] = self.operator.strip()
+        for key, end in (("since", False), ("until", True)):
+            when = parse_when(getattr(self, key), key, end=end)
+            if when is not None:
+                out[key] = when
+        return out
 
 
 class Review:
     """Review handlers over a conversation store (or a message saying there is none)."""
 
-    def __init__(self, store=None, store_error: str | None = None) -> None:
+    def __init__(self, store=None, store_error: str | None = None, settings: Settings | None = None) -> None:
         self.store = store
         self.store_error = store_error
+        self.settings = settings or Settings()
 
     def _need_store(self):
         if self.store is None:
@@ -37,27 +87,22 @@ class Review:
         return self.store
 
     def search(self, text: str, status: str, channel: str, rating: str, reviewed: str,
-               confidence_below: float | None) -> tuple[list[list[Any]], str]:
-        """Conversations matching the filters, newest first (at most 200), and a summary line."""
+               confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
+               page: float | None = 1, page_size: int = PAGE_SIZE) -> tuple[list[list[Any]], str]:
+        """One page of the matching conversations, newest first, and a summary line (figures over all matches)."""
         store = self._need_store()
-        filters: dict[str, Any] = {}
-        if text and text.strip():
-            filters["text"] = text.strip()
-        for key, value in (("status", status), ("channel", channel), ("rating", rating)):
-            if value and value != ANY:
-                filters[key] = value
-        if reviewed in ("yes", "no"):
-            filters["reviewed"] = reviewed == "yes"
-        if confidence_below:
-            filters["confidence_below"] = float(confidence_below)
+        filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
         try:
-            rows = store.list_conversations(limit=200, **filters)
+            total = store.count_conversations(**filters)
+            pages = max(1, math.ceil(total / page_size))
+            page_no = min(max(1, int(page or 1)), pages)
+            rows = store.list_conversations(limit=page_size, offset=(page_no - 1) * page_size, **filters)
             stats = store.stats(**filters)
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
         table = [[str(c.id), c.updated_at.strftime("%Y-%m-%d %H:%M"), c.channel, c.status, c.turn_count,
                   c.title or "", "" if c.last_confidence is None else round(c.last_confidence, 2)] for c in rows]
-        return table, self.summary(stats)
+        return table, f"{self.summary(stats)} · page {page_no} of {pages}"
 
     @staticmethod
     def summary(stats: StatsPublic) -> str:
@@ -67,11 +112,28 @@ class Review:
         return (f"{stats.conversations} conversations, {stats.turns} turns · abstain {pct(stats.abstain_rate)} · "
                 f"escalation {pct(stats.escalation_rate)} · thumbs up {pct(stats.thumbs_ratio)}")
 
+    def figures(self, text: str, status: str, channel: str, rating: str, reviewed: str,
+                confidence_below: float | None, since: str = "", until: str = "", operator: str = "") -> str:
+        """The figures over the matching conversations: rates, mean confidence, the most cited documents (bars) and
+        the questions with the weakest retrieval (knowledge-base gaps)."""
+        store = self._need_store()
+        filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
+        try:
+            stats = store.stats(**filters)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return figures_html(stats)
+
     def show(self, conversation_id: str) -> str:
-        """HTML replay of one conversation: every turn, with the passages it saw and its explanation."""
+        """HTML replay of one conversation: every turn as it was shown (badge, explanation, passages with their
+        credit), its feedback and corrected answers; an escalated one starts with the hand-over summary."""
+        return self.replay(conversation_id)[0]
+
+    def replay(self, conversation_id: str) -> tuple[str, list[tuple[str, int]]]:
+        """(replay HTML, the answer turns as (label, turn id) choices for rating)."""
         store = self._need_store()
         if not conversation_id or not conversation_id.strip():
-            return "<i>Pick a conversation (paste or click its id).</i>"
+            return "<i>Pick a conversation (click a row, or paste its id).</i>", []
         try:
             cid = store.resolve_conversation_id(conversation_id.strip())
             conv = store.get_conversation(cid)
@@ -81,81 +143,95 @@ class Review:
             raise gr.Error(f"No conversation {conversation_id!r}.")
         parts = [(f"<h3>{render.esc(conv.title)}</h3><div class='mo-legend'>{render.esc(conv.id)} · "
                   f"{render.esc(conv.channel)} · {render.esc(conv.status)}</div>")]
-        questions = {t.id: t.text for t in conv.turns if t.role == "user"}
+        if conv.status == "escalated":
+            parts.append(f"<div class='mo-warn' id='mo-handover-summary'><b>Handed over.</b><pre>"
+                         f"{render.esc(handover_summary(conv))}</pre></div>")
+        choices = []
         for t in sorted(conv.turns, key=lambda t: t.index):
             if t.role == "user":
                 parts.append(f"<p><b>Customer:</b> {render.esc(t.text)}</p>")
             else:
-                parts.append(self._answer_html(t, questions.get(t.reply_to_id, "")))
-        return "\n".join(parts)
+                parts.append(self._answer_html(t))
+                choices.append((f"reply {t.id}: {t.text[:40]}", t.id))
+        return "\n".join(parts), choices
 
-    @staticmethod
-    def _answer_html(t: TurnPublic, question: str) -> str:
+    def _answer_html(self, t: TurnPublic) -> str:
         """One stored answer, rendered from the same :class:`~agent.turn.TurnResult` a live turn is."""
-        result = turn_result(t, question)
-        head = f"<p><b>Moments</b> (turn {t.id}, {render.esc(t.status)})"
+        result = self.store.get_result(t.id)
+        head = f"<p><b>Moments</b> (reply {t.id}, {render.esc(t.status)})"
         if t.error:
             head += f" <span class='mo-error'>{render.esc(t.error)}</span>"
-        parts = [head + "</p>", render.explanation_html(result) if t.status != "error" else ""]
+        parts = [head + "</p>", render.esc(t.text) if t.status == "error" else "",
+                 render.explanation_html(result, self.settings) if t.status != "error" else ""]
         for f in t.feedback:
-            parts.append(f"<div class='mo-legend'>feedback: {render.esc(f.rating)} by {render.esc(f.source)}"
-                         f"{' (' + render.esc(', '.join(f.reasons)) + ')' if f.reasons else ''}"
+            parts.append(f"<div class='mo-legend'>feedback: {render.esc(f.rating or 'comment')} by "
+                         f"{render.esc(f.source)}{' (' + render.esc(', '.join(f.reasons)) + ')' if f.reasons else ''}"
                          f"{' — ' + render.esc(f.comment) if f.comment else ''}"
-                         f"{' · reviewed by ' + render.esc(f.reviewer) if f.reviewed else ''}</div>")
-        parts.append(f"<details><summary>Passages</summary>{render.passages_html(result.hits)}</details>")
+                         f"{' · reviewed' if f.reviewed else ''}"
+                         f"{' by ' + render.esc(f.reviewer) if f.reviewed and f.reviewer else ''}</div>")
+            if f.corrected_answer:
+                parts.append(f"<div class='mo-legend'><b>Corrected answer:</b> {render.esc(f.corrected_answer)}"
+                             "</div>")
+        passages = render.passages_html(result.hits, render.passage_credits(result.explanation))
+        parts.append(f"<details><summary>Passages</summary>{passages}</details>")
         return "\n".join(parts)
 
     def rate(self, turn_id: float | None, rating: str, reasons: list[str], comment: str, corrected: str,
              reviewer: str) -> str:
-        """Store a reviewer's rating of one answer turn."""
+        """Store a reviewer's rating of one answer turn (picked from the replay)."""
         store = self._need_store()
         if not turn_id:
-            raise gr.Error("Give the turn number shown in the replay (\"turn N\").")
+            raise gr.Error("Replay a conversation and pick one of its replies first.")
         try:
             store.add_feedback(int(turn_id), source="reviewer", rating=rating if rating in RATINGS else None,
                                reasons=reasons or [], comment=comment or None, corrected_answer=corrected or None,
                                reviewed=True, reviewer=reviewer or None)
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        return f"Saved review of turn {int(turn_id)}."
+        return f"Saved review of reply {int(turn_id)}."
 
-
-def build_review_tab(review: Review) -> None:
-    """Lay out the review tab inside the current ``gr.Blocks`` context."""
-    with gr.Row():
-        text = gr.Textbox(label="Search questions and answers", scale=3)
-        status = gr.Dropdown([ANY, *CONVERSATION_STATUSES], value=ANY, label="Status")
-        channel = gr.Dropdown([ANY, *CHANNELS], value=ANY, label="Channel")
-        rating = gr.Dropdown([ANY, *RATINGS], value=ANY, label="Rating")
-        reviewed = gr.Dropdown([ANY, "yes", "no"], value=ANY, label="Reviewed")
-        conf = gr.Number(label="Confidence below", value=None)
-    search = gr.Button("Search", elem_id="mo-review-search")
-    summary = gr.Markdown()
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True)
-    with gr.Row():
-        cid = gr.Textbox(label="Conversation id (or prefix)", scale=3)
-        show = gr.Button("Replay")
-    replay = gr.HTML()
-    with gr.Accordion("Rate an answer", open=False):
-        with gr.Row():
-            turn = gr.Number(label="Turn", precision=0)
-            rate_value = gr.Radio(list(RATINGS), label="Rating")
-            reasons = gr.CheckboxGroup(list(REASONS), label="Reasons")
-        comment = gr.Textbox(label="Comment")
-        corrected = gr.Textbox(label="Corrected answer (feeds retraining)", lines=2)
-        reviewer = gr.Textbox(label="Reviewer")
-        save = gr.Button("Save review")
-        saved = gr.Markdown()
-    search.click(review.search, [text, status, channel, rating, reviewed, conf], [table, summary],
-                 api_name="review_search")
-
-    def pick(evt: gr.SelectData, rows):
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    def export(self, kind: str, text: str, status: str, channel: str, rating: str, reviewed: str,
+               confidence_below: float | None, since: str = "", until: str = "", operator: str = "") -> str:
+        """Write the filtered conversations in the chosen format to a file; its path (for download)."""
+        store = self._need_store()
+        if kind not in EXPORTS:
+            raise gr.Error(f"Pick an export format: {', '.join(EXPORTS)}.")
+        method, suffix = EXPORTS[kind]
+        filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
+        folder = Path(tempfile.mkdtemp(prefix="moments-export-"))
+        path = folder / f"moments-{method.removeprefix('export_')}.{suffix}"
         try:
-            return str(rows.iloc[row, 0]) if hasattr(rows, "iloc") else str(rows[row][0])
-        except (IndexError, KeyError):
-            return ""
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                n = getattr(store, method)(fh, **filters)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        log.info("exported %d records to %s", n, path)
+        return str(path)
 
-    table.select(pick, [table], [cid], api_visibility="private")
-    show.click(review.show, [cid], [replay], api_name="review_show")
-    save.click(review.rate, [turn, rate_value, reasons, comment, corrected, reviewer], [saved], api_name="review_rate")
+
+def _bars(rows: list[tuple[str, float, str]], top: float | None = None) -> str:
+    """Horizontal bars, ``top`` (default: the largest value) filling the width."""
+    top = top or max((v for _, v, _ in rows), default=0) or 1
+    return "".join(f"<div class='mo-credit'><span class='mo-bar' style='width:160px'><span style='width:"
+                   f"{round(100 * v / top)}%;background:#60a5fa'></span></span> {render.esc(label)} "
+                   f"<span class='mo-dim'>{render.esc(note)}</span></div>" for label, v, note in rows)
+
+
+def figures_html(stats: StatsPublic) -> str:
+    """Rates, confidence, top cited documents and knowledge-base gaps as small HTML bar charts (escaped)."""
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{value:.0%}"
+
+    conf = "–" if stats.mean_confidence is None else f"{stats.mean_confidence:.2f}"
+    ratings = stats.thumbs_up + stats.thumbs_down
+    rates = _bars([("abstained", stats.abstain_rate or 0, pct(stats.abstain_rate)),
+                   ("escalated", stats.escalation_rate or 0, pct(stats.escalation_rate)),
+                   ("errors", stats.error_rate or 0, pct(stats.error_rate)),
+                   ("thumbs up", stats.thumbs_ratio or 0, f"{pct(stats.thumbs_ratio)} of {ratings} ratings")], top=1.0)
+    cited = _bars([(d.doc_id, d.answers, f"{d.answers} answers") for d in stats.top_cited_documents[:8]])
+    gaps = "".join(f"<li>{render.esc(w.question or '(no question)')} <span class='mo-dim'>best match "
+                   f"{w.best_score:.2f}</span></li>" for w in stats.weak_retrieval[:8])
+    return (f"<div class='mo-legend'><b>Rates</b> (mean confidence {conf})</div>{rates}"
+            f"<div class='mo-legend'><b>Most cited documents</b></div>{cited or '<i>none yet</i>'}"
+            f"<div class='mo-legend'><b>Knowledge-base gaps</b>: questions whose best passage matched below "
+            f"{stats.weak_retrieval_threshold:.2f}</div><ol>{gaps}</ol>")

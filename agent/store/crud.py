@@ -172,6 +172,14 @@ def create_feedback(*, session: Session, turn_id: int, feedback_in: FeedbackCrea
     return feedback
 
 
+def delete_feedback(*, session: Session, feedback_id: int) -> None:
+    feedback = session.get(Feedback, feedback_id)
+    if feedback is None:
+        raise NotFoundError(f"no feedback {feedback_id}")
+    session.delete(feedback)
+    session.flush()
+
+
 def review_feedback(
     *,
     session: Session,

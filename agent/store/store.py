@@ -204,7 +204,8 @@ class Store:
                      reviewer: str | None = None) -> int:
         """Record feedback on a turn (``source``: operator, reviewer or api; ``rating``: up, down or None); its id.
 
-        ``reasons``: any of 'wrong source', 'incomplete', 'outdated', 'other'.
+        ``reasons``: any of :data:`agent.vocabulary.REASONS` (wrong source, incomplete, outdated, other,
+        wrong fact, tone).
         """
         feedback_in = validated(FeedbackCreate, {
             "source": source, "rating": rating, "reasons": list(reasons), "comment": comment,
@@ -216,6 +217,11 @@ class Store:
             return row.id
 
         return self._write("store the feedback", write)
+
+    def remove_feedback(self, feedback_id: int) -> None:
+        """Withdraw feedback (an operator un-clicking a thumb); a missing id raises :class:`NotFoundError`."""
+        self._write("withdraw the feedback",
+                    lambda session: crud.delete_feedback(session=session, feedback_id=feedback_id))
 
     def review_feedback(self, feedback_id: int, *, reviewer: str, corrected_answer: str | None = None,
                         comment: str | None = None) -> None:

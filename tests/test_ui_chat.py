@@ -1,0 +1,115 @@
+"""The chat tab's handlers on a real store (no model: the turns are stored ones): thumbs are idempotent and carry
+reasons and a comment, a page reload (``?c=<id>``) restores the conversation with its explanation, and a message
+the agent refuses changes nothing but the status line under the input."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from agent.store import Store
+from tests.conftest import make_settings
+from tests.test_input_validation import agent_without_model
+from tests.test_turns import explained_turn
+
+
+@pytest.fixture
+def chat(tmp_path):
+    from ui.app import MomentsApp, new_state
+
+    settings = make_settings(tmp_path, threads=0, database_url=f"sqlite:///{tmp_path / 'chat.db'}")
+    store = Store(settings.db_url)
+    app = MomentsApp(settings, agent_without_model(tmp_path), store)
+    result = explained_turn()
+    cid = store.start_conversation(channel="ui")
+    store.add_user_turn(cid, text=result.question)
+    turn_id = store.add_turn(cid, result)
+    state = new_state()
+    state.update(conversation_id=str(cid), turn_ids={"1": turn_id}, turn=turn_id)
+    yield SimpleNamespace(app=app, store=store, cid=cid, turn_id=turn_id, state=state)
+    store.close()
+
+
+def _operator_feedback(store, turn_id):
+    return [(f.rating, f.reasons, f.comment) for f in store.get_turn(turn_id).feedback if f.source == "operator"]
+
+
+def _like(chat, liked):
+    return chat.app.like(chat.state, gr.LikeData(None, {"index": 1, "value": "", "liked": liked}))
+
+
+def test_unliking_withdraws_the_rating_and_never_flips_it(chat):
+    _like(chat, True)
+    assert _operator_feedback(chat.store, chat.turn_id) == [("up", [], None)]
+    _, status = _like(chat, "")  # the browser sends "" when the operator un-clicks the thumb
+    assert _operator_feedback(chat.store, chat.turn_id) == [] and "rating withdrawn" in status
+    _like(chat, False)
+    _like(chat, False)  # the same click twice is still one rating
+    assert _operator_feedback(chat.store, chat.turn_id) == [("down", [], None)]
+    _like(chat, True)
+    assert _operator_feedback(chat.store, chat.turn_id) == [("up", [], None)]
+
+
+def test_reasons_and_comment_join_the_rating(chat):
+    _like(chat, False)
+    _, status, reasons, comment = chat.app.send_feedback(chat.state, ["wrong fact", "tone"], "  says 60 days ")
+    assert "saved" in status and (reasons, comment) == ([], "")
+    assert _operator_feedback(chat.store, chat.turn_id) == [("down", ["wrong fact", "tone"], "says 60 days")]
+    assert chat.store.stats().thumbs_down == 1  # one rating, not two
+
+
+def test_reload_restores_the_conversation_with_its_explanation(chat):
+    from ui import render
+
+    request = SimpleNamespace(query_params={"c": str(chat.cid)[:8]})  # a prefix works, as in `moments logs`
+    messages, passages, explanation, state, status, _, cid = chat.app.restore(request)
+    assert [m["role"] for m in messages] == ["user", "assistant"] and cid == str(chat.cid)
+    assert "High confidence · 0.67" in messages[1]["content"]
+    live = explained_turn()
+    assert explanation == render.explanation_html(live, chat.app.settings) and "mo-insp" in explanation
+    assert passages == render.passages_html(live.hits, render.passage_credits(live.explanation))
+    assert state["turn_ids"] == {"1": chat.turn_id} and state["conversation_id"] == str(chat.cid)
+    messages, *_, status, _, cid = chat.app.restore(SimpleNamespace(query_params={"c": "nope"}))
+    assert messages == [] and cid == "" and "Could not reopen conversation &#x27;nope&#x27;" in status
+
+
+def test_a_refused_message_leaves_the_conversation_as_it_was(chat):
+    outputs = list(chat.app.chat("   ", [{"role": "user", "content": "hi"}], chat.state, True))
+    assert len(outputs) == 1
+    textbox, chatbot, passages, explanation, state, status, handover, cid = outputs[0]
+    unchanged = (textbox, chatbot, passages, explanation, state, handover, cid)
+    assert all(isinstance(v, type(gr.skip())) for v in unchanged)
+    assert "mo-error" in status and "empty" in status
+    assert len(chat.store.get_conversation(chat.cid).turns) == 2  # nothing stored
+
+
+def test_hand_over_escalates_with_a_summary(chat):
+    status, button = chat.app.hand_over(chat.state)
+    assert chat.store.get_conversation(chat.cid).status == "escalated"
+    assert "Customer asked: “How long can I return things?”" in status and button["visible"] is False
+
+
+def test_clicking_a_reply_shows_its_explanation_and_points_feedback_at_it(chat):
+    from ui import render
+
+    chat.state["turn"] = None
+    explanation, passages, state = chat.app.select(chat.state, gr.SelectData(None, {"index": 1, "value": ""}))
+    assert explanation == render.explanation_html(explained_turn(), chat.app.settings)
+    assert "mo-p-1" in passages and state["turn"] == chat.turn_id
+    unchanged = chat.app.select(chat.state, gr.SelectData(None, {"index": 0, "value": ""}))  # the question
+    assert all(isinstance(v, type(gr.skip())) for v in unchanged[:2])
+
+
+def test_withdrawn_feedback_is_gone_on_each_back_end(store):
+    from agent.store import NotFoundError
+
+    cid = store.start_conversation(channel="ui")
+    store.add_user_turn(cid, text="q")
+    turn = store.add_assistant_turn(cid, text="a")
+    kept, withdrawn = (store.add_feedback(turn, source="operator", rating=r) for r in ("up", "down"))
+    store.remove_feedback(withdrawn)
+    assert [f.id for f in store.get_turn(turn).feedback] == [kept] and store.stats().thumbs_down == 0
+    with pytest.raises(NotFoundError, match=f"no feedback {withdrawn}"):
+        store.remove_feedback(withdrawn)

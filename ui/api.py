@@ -1,0 +1,359 @@
+"""The typed API for apps that embed Moments: named Gradio endpoints whose inputs and outputs ``Client.view_api()``
+documents (typed dicts, integer ids), and the compact explanation format they return.
+
+Endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
+
+* ``/ask`` (question, conversation_id="", explain=False, detail="summary") → :class:`AskOut`;
+* ``/ask_stream`` (same inputs) → :class:`StreamEvent` items: the reply's tokens, then the ``/ask`` object;
+* ``/retrieve`` (question, top_k=0) → list of :class:`PassageOut` (no generation);
+* ``/feedback`` (turn_id, rating, reasons="", comment="", corrected="") → :class:`FeedbackOut`;
+* ``/conversations`` (status="", channel="", since="", until="", text="", limit=20, offset=0) → :class:`PageOut`;
+* ``/conversation`` (conversation_id, detail="summary") → :class:`ConversationOut`, explanations included;
+* ``/handover`` (conversation_id, note="") → :class:`HandoverOut`: the conversation becomes ``escalated``.
+
+Compact explanations (:func:`compact_explanation`): floats rounded to 4 significant digits, credit given once
+(the Shapley values are the credit when the estimator is exact), and a detail level: ``summary`` (reply figures,
+passages, sentences), ``tokens`` (+ per token: text, probability, grounding, flag, top passage, credit per passage)
+or ``full`` (+ top alternatives and leave-one-out values). This module deliberately has no
+``from __future__ import annotations``: Gradio reads the real type hints to document the endpoints.
+"""
+
+import inspect
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any, TypedDict, get_args
+
+import gradio as gr
+
+from agent.attribution.explanation import Explanation, TokenAttribution
+from agent.conversation import ConversationRunner
+from agent.errors import MomentsError
+from agent.settings import Settings
+from agent.turn import TurnResult
+from agent.vocabulary import RATINGS
+from retrieval.types import Hit
+from ui.confidence import grade
+from ui.handover import handover_summary
+
+log = logging.getLogger(__name__)
+
+DETAILS = ("summary", "tokens", "full")
+
+
+class PassageOut(TypedDict):
+    n: int  # the [n] the reply and its citations use
+    doc_id: str
+    passage_id: str
+    title: str
+    score: float
+    text: str
+
+
+class ConfidenceOut(TypedDict):
+    level: str  # high | check | low | unknown | abstained | error
+    value: float | None
+    warning: str
+    offer_handover: bool
+
+
+class AskOut(TypedDict):
+    question: str
+    answer: str
+    status: str  # ok | abstained | error
+    conversation_id: str
+    turn_id: int | None
+    passages: list[PassageOut]
+    confidence: ConfidenceOut
+    explanation: dict[str, Any] | None  # compact format, see compact_explanation
+    timings: dict[str, float]
+
+
+class StreamEvent(TypedDict):
+    kind: str  # token | explaining | done
+    text: str  # the new text of a token event
+    result: AskOut | None  # the finished turn, on the done event
+
+
+class FeedbackOut(TypedDict):
+    feedback_id: int
+    turn_id: int
+    rating: str
+
+
+class ConversationSummaryOut(TypedDict):
+    conversation_id: str
+    title: str
+    channel: str
+    status: str
+    turns: int
+    updated_at: str
+    last_confidence: float | None
+
+
+class PageOut(TypedDict):
+    total: int
+    offset: int
+    items: list[ConversationSummaryOut]
+
+
+class TurnOut(TypedDict):
+    turn_id: int
+    role: str
+    text: str
+    status: str
+    confidence: ConfidenceOut | None
+    passages: list[PassageOut]
+    explanation: dict[str, Any] | None
+    feedback: list[dict[str, Any]]
+
+
+class ConversationOut(TypedDict):
+    conversation_id: str
+    title: str
+    channel: str
+    status: str
+    turns: list[TurnOut]
+
+
+class HandoverOut(TypedDict):
+    conversation_id: str
+    status: str
+    summary: str
+
+
+def streamed(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """``fn`` (a generator method) for ``gr.api``: Gradio documents an endpoint's output from the return annotation,
+    so the wrapper announces the item type (``Iterator[X]`` → ``X``) and streams every item."""
+
+    @wraps(fn)
+    def endpoint(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        yield from fn(*args, **kwargs)
+
+    signature = inspect.signature(fn)
+    endpoint.__signature__ = signature.replace(return_annotation=get_args(signature.return_annotation)[0])
+    return endpoint
+
+
+def sig(value: float | None, digits: int = 4) -> float | None:
+    """``value`` rounded to ``digits`` significant digits (None stays None)."""
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
+def _token(t: TokenAttribution, full: bool, exact: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"i": t.index, "text": t.text, "p": sig(t.prob), "grounding": sig(t.grounding),
+                           "flag": t.flag, "top": None if t.top_passage is None else t.top_passage + 1,
+                           "credit": [sig(c) for c in t.credit]}
+    if full:
+        out["alternatives"] = [[a, sig(p)] for a, p in t.alternatives[:5]]
+        if t.loo is not None:
+            out["loo"] = [sig(c) for c in t.loo]
+        if t.shapley is not None and not exact:
+            out["shapley"] = [sig(c) for c in t.shapley]
+    return out
+
+
+def compact_explanation(exp: Explanation | None, detail: str = "summary") -> dict[str, Any] | None:
+    """The explanation in the API's compact format (see the module docstring); passages numbered from 1."""
+    if exp is None:
+        return None
+    if detail not in DETAILS:
+        raise gr.Error(f"detail must be one of {', '.join(DETAILS)} (got {detail!r}).")
+    out: dict[str, Any] = {
+        "method": exp.method, "estimator": exp.estimator, "confidence": sig(exp.confidence),
+        "grounded_share": sig(exp.grounded_share), "top_doc_id": exp.top_doc_id, "seconds": sig(exp.seconds, 3),
+        "passages": [{"n": p.index + 1, "doc_id": p.doc_id, "credit": sig(p.credit), "grounded_tokens":
+                      p.grounded_tokens} for p in exp.passages],
+        "sentences": [{"text": s.text, "cited": [j + 1 for j in s.cited], "model_cited": [j + 1 for j in
+                       s.model_cited], "grounded_share": sig(s.grounded_share)} for s in exp.sentences],
+        "notes": list(exp.notes), "detail": detail}
+    if detail != "summary":
+        exact = exp.estimator == "exact"
+        out["tokens"] = [_token(t, detail == "full", exact) for t in exp.tokens]
+    return out
+
+
+def passage_out(hits: list[Hit]) -> list[PassageOut]:
+    return [PassageOut(n=i + 1, doc_id=h.passage.doc_id, passage_id=h.passage.id, title=h.passage.title,
+                       score=round(h.score, 4), text=h.passage.text) for i, h in enumerate(hits)]
+
+
+def confidence_out(result: TurnResult, settings: Settings) -> ConfidenceOut:
+    g = grade(result, settings)
+    return ConfidenceOut(level=g.level, value=sig(g.confidence), warning=g.warning, offer_handover=g.offer_handover)
+
+
+def parse_when(value: str, name: str, *, end: bool = False) -> datetime | None:
+    """A date (``2026-12-01``) or date-time from a filter field, UTC; ``end``: a bare date means the end of that
+    day (so ``until=2026-12-01`` includes the 1st). Empty → None; anything else → a clear error."""
+    if not value or not value.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise gr.Error(f"{name} must be a date like 2026-12-01 (or 2026-12-01T14:30), not {value!r}.") from None
+    if end and len(value.strip()) == 10:
+        when += timedelta(days=1)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def full_conversation_id(value: str | None) -> uuid.UUID | None:
+    """The ``/ask`` caller's conversation id as a UUID (None when not given); only this can blame the id."""
+    if not value or not str(value).strip():
+        return None
+    try:
+        return uuid.UUID(str(value).strip())
+    except ValueError:
+        raise gr.Error(f"Invalid conversation id {value!r}: pass the conversation_id a previous /ask call returned, "
+                       "or leave it empty to start a new conversation.") from None
+
+
+class MomentsApi:
+    """The endpoint handlers, bound to one agent and store."""
+
+    def __init__(self, settings: Settings, runner: ConversationRunner, store_error: str | None = None) -> None:
+        self.settings, self.runner, self.store_error = settings, runner, store_error
+
+    @property
+    def store(self):
+        return self.runner.store
+
+    def need_store(self):
+        if self.store is None:
+            raise gr.Error(f"No conversation store: {self.store_error or 'none configured'}. Set "
+                           "MOMENTS_DATABASE_URL to a database Moments can open, then restart.")
+        return self.store
+
+    def conversation_id(self, value: str) -> uuid.UUID:
+        """A stored conversation's id from a full id or a unique prefix; a clear error otherwise."""
+        store = self.need_store()
+        if not value or not value.strip():
+            raise gr.Error("Give a conversation_id (from /ask or /conversations).")
+        try:
+            return store.resolve_conversation_id(value.strip())
+        except (MomentsError, ValueError) as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def turn_out(self, result: TurnResult, detail: str) -> AskOut:
+        return AskOut(question=result.question, answer=result.answer, status=result.status,
+                      conversation_id=result.conversation_id or "", turn_id=result.turn_id,
+                      passages=passage_out(result.hits), confidence=confidence_out(result, self.settings),
+                      explanation=compact_explanation(result.explanation, detail),
+                      timings={k: round(v, 1) for k, v in result.timings.items()})
+
+    def _begin(self, question: str, conversation_id: str, detail: str) -> tuple[str, uuid.UUID | None]:
+        """Check an ask request and open its conversation (when new): the question and the conversation id."""
+        if detail not in DETAILS:
+            raise gr.Error(f"detail must be one of {', '.join(DETAILS)} (got {detail!r}).")
+        try:
+            question = self.runner.agent.validate(question)
+            cid = full_conversation_id(conversation_id)
+            if self.store is not None and cid is None:
+                cid = self.runner.start(channel="api")
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return question, cid
+
+    def ask(self, question: str, conversation_id: str = "", explain: bool = False,
+            detail: str = "summary") -> AskOut:
+        """Answer one question; pass the returned conversation_id back to continue the conversation. With explain,
+        the explanation comes in the compact format at the given detail (summary, tokens or full)."""
+        question, cid = self._begin(question, conversation_id, detail)
+        try:
+            result = self.runner.ask(cid, question, explain=bool(explain))
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return self.turn_out(result, detail)
+
+    def ask_stream(self, question: str, conversation_id: str = "", explain: bool = False,
+                   detail: str = "summary") -> Iterator[StreamEvent]:
+        """/ask, streamed: events {kind: "token", text} as the reply is written, {kind: "explaining"} while the
+        explanation is computed, then {kind: "done", result} with the same object /ask returns."""
+        question, cid = self._begin(question, conversation_id, detail)
+        try:
+            for event in self.runner.stream(cid, question, explain=bool(explain)):
+                if event.kind == "token":
+                    yield StreamEvent(kind="token", text=event.text, result=None)
+                elif event.kind == "explaining":
+                    yield StreamEvent(kind="explaining", text="", result=None)
+                elif event.kind == "done":
+                    yield StreamEvent(kind="done", text="", result=self.turn_out(event.result, detail))
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def retrieve(self, question: str, top_k: int = 0) -> list[PassageOut]:
+        """The passages the knowledge base holds for a question, best first (no answer is written)."""
+        try:
+            question = self.runner.agent.validate(question)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        k = int(top_k) if top_k and int(top_k) > 0 else self.settings.top_k
+        return passage_out(self.runner.agent.index.search(question, min(k, 50)))
+
+    def feedback(self, turn_id: int, rating: str, reasons: str = "", comment: str = "",
+                 corrected: str = "") -> FeedbackOut:
+        """Rate a stored answer: rating up or down, reasons comma-separated (wrong source, incomplete, outdated,
+        other), an optional comment and corrected answer."""
+        store = self.need_store()
+        if rating not in RATINGS:
+            raise gr.Error(f"rating must be {' or '.join(repr(r) for r in RATINGS)}.")
+        try:
+            fid = store.add_feedback(int(turn_id), source="api", rating=rating,
+                                     reasons=[r.strip() for r in reasons.split(",") if r.strip()],
+                                     comment=comment or None, corrected_answer=corrected or None)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return FeedbackOut(feedback_id=fid, turn_id=int(turn_id), rating=rating)
+
+    def conversations(self, status: str = "", channel: str = "", since: str = "", until: str = "", text: str = "",
+                      limit: int = 20, offset: int = 0) -> PageOut:
+        """Stored conversations, most recently active first: filters (empty = any), dates as 2026-12-01, paging."""
+        store = self.need_store()
+        filters = {k: v for k, v in (("status", status), ("channel", channel), ("text", text)) if v}
+        filters.update({k: v for k, v in (("since", parse_when(since, "since")),
+                                          ("until", parse_when(until, "until", end=True))) if v})
+        try:
+            rows = store.list_conversations(limit=max(1, min(int(limit), 500)), offset=max(0, int(offset)),
+                                            **filters)
+            total = store.count_conversations(**filters)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        items = [ConversationSummaryOut(conversation_id=str(c.id), title=c.title or "", channel=c.channel,
+                                        status=c.status, turns=c.turn_count, updated_at=c.updated_at.isoformat(),
+                                        last_confidence=sig(c.last_confidence)) for c in rows]
+        return PageOut(total=total, offset=max(0, int(offset)), items=items)
+
+    def conversation(self, conversation_id: str, detail: str = "summary") -> ConversationOut:
+        """One stored conversation, every turn with its passages, confidence, explanation and feedback."""
+        store, cid = self.need_store(), self.conversation_id(conversation_id)
+        conv = store.get_conversation(cid)
+        turns = []
+        for t in sorted(conv.turns, key=lambda t: t.index):
+            result = store.get_result(t.id) if t.role == "assistant" else None
+            turns.append(TurnOut(
+                turn_id=t.id, role=t.role, text=t.text, status=t.status,
+                confidence=confidence_out(result, self.settings) if result else None,
+                passages=passage_out(result.hits) if result else [],
+                explanation=compact_explanation(result.explanation, detail) if result else None,
+                feedback=[{"rating": f.rating, "reasons": list(f.reasons), "comment": f.comment, "source": f.source,
+                           "corrected_answer": f.corrected_answer} for f in t.feedback]))
+        return ConversationOut(conversation_id=str(conv.id), title=conv.title or "", channel=conv.channel,
+                               status=conv.status, turns=turns)
+
+    def handover(self, conversation_id: str, note: str = "") -> HandoverOut:
+        """Hand a conversation over to a colleague: its status becomes escalated; the summary (question, what was
+        tried, passages) is what Review shows the colleague. A note is kept with the last answer."""
+        store, cid = self.need_store(), self.conversation_id(conversation_id)
+        try:
+            store.set_status(cid, "escalated")
+            conv = store.get_conversation(cid)
+            answers = [t for t in conv.turns if t.role == "assistant"]
+            if note and note.strip() and answers:
+                last = max(answers, key=lambda t: t.index)
+                store.add_feedback(last.id, source="operator", comment=f"Hand-over note: {note.strip()}")
+                conv = store.get_conversation(cid)
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        return HandoverOut(conversation_id=str(cid), status="escalated", summary=handover_summary(conv))
