@@ -26,7 +26,7 @@ def q4_1_weight(n: int, k: int, seed: int = 0) -> torch.Tensor:
     q = torch.randint(0, 16, (n, k // 32, 32), generator=g).float()
     q[..., 0], q[..., 1] = 0, 15
     d = (torch.rand(n, k // 32, generator=g) * 0.02 + 1e-3).half().float()
-    m = (-torch.rand(n, k // 32, generator=g) * 0.1).half().float()
+    m = (-d * (7 + torch.rand(n, k // 32, generator=g))).half().float()  # roughly centred on zero
     return (q * d[..., None] + m[..., None]).reshape(n, k)
 
 
@@ -98,7 +98,7 @@ def tiny_llama(seed: int = 0):
                       attn_implementation="eager")
     model = LlamaForCausalLM(cfg).eval()
     for i, lin in enumerate(m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features != 320):
-        lin.weight.data = q4_1_weight(*lin.weight.shape, seed=i) * 4
+        lin.weight.data = q4_1_weight(*lin.weight.shape, seed=i) * 8
     emb = model.get_input_embeddings().weight
     emb.data = q8_0_weight(*emb.shape) * 4
     return model
@@ -112,15 +112,23 @@ def test_fast_decoder_equals_transformers_on_a_tiny_llama(lib):
     assert supported(model)
     packed = pack_model(lib, model)
     assert len(packed) == 2 * 4 + 1  # every group of both layers and the head
-    setattr(model, FAST_DECODER_ATTR, FastDecoder(model, packed))
+    decoder = FastDecoder(model, packed)
+    assert decoder.lib is not None  # every projection packed: a decode step is one C call
+    setattr(model, FAST_DECODER_ATTR, decoder)
     prompt = torch.randint(0, 320, (40,)).tolist()
     fast = list(greedy_ids(model, prompt, 24, backend="fast"))
     ref = list(greedy_ids(model, prompt, 24, backend="hf"))
-    assert fast == ref
+    assert fast == ref and len(set(ref)) > 5  # a reply that moves, not one token repeated
     # and the logits themselves, teacher-forced over prompt + reply, against the decoder's step by step choices
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([prompt + fast[:-1]])).logits[0, len(prompt) - 1:]
     assert logits.argmax(-1).tolist() == fast
+    # a second prompt sharing its first 30 tokens: those come from the kept cache, the rest is prefilled after them
+    other = prompt[:30] + torch.randint(0, 320, (14,)).tolist()
+    assert list(greedy_ids(model, other, 24, backend="fast")) == list(greedy_ids(model, other, 24, backend="hf"))
+    assert decoder.reused_tokens == 30
+    torch_step = FastDecoder(model, packed, c_step=False)  # the same step written with torch calls
+    assert torch_step.lib is None and list(torch_step.greedy(prompt, 24)) == ref
     fp32_only = FastDecoder(model, {})  # no packed weights at all: the same tokens from fp32
     assert list(fp32_only.greedy(prompt, 24)) == ref
 

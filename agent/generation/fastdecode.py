@@ -55,7 +55,9 @@ def pack_model(lib, model) -> dict:
 class FastDecoder:
     """Greedy decoding of a merged fp32 causal LM, with optional exact packed weights for the decode steps."""
 
-    def __init__(self, model, packed: dict | None = None) -> None:
+    def __init__(self, model, packed: dict | None = None, *, c_step: bool = True, reuse_prefix: bool = True) -> None:
+        import threading
+
         import torch
 
         cfg = model.config
@@ -73,6 +75,13 @@ class FastDecoder:
         self.head = model.get_output_embeddings()
         self.inter = cfg.intermediate_size
         self.fast = [self._prepare(i, layer) for i, layer in enumerate(self.layers)]
+        groups = [self.packed.get((i, g)) for i in range(len(self.layers)) for g in _GROUPS]
+        #: the kernels, when every projection is packed: then a decode step is one C call (agent.generation.cstep)
+        self.lib = groups[0].lib if c_step and groups and all(g is not None for g in groups) else None
+        self.reuse_prefix = reuse_prefix
+        self.reused_tokens = 0  # tokens taken from the previous prompt's cache by the last call
+        self._prefix: tuple[list[int], list] | None = None
+        self._prefix_lock = threading.Lock()
 
     def describe(self) -> str:
         """One line: which weights decode packed (and how many bytes a step reads) and which stay fp32."""
@@ -83,7 +92,10 @@ class FastDecoder:
                 f"({mb:.0f} MB packed)")
 
     def greedy(self, input_ids: Sequence[int], max_new_tokens: int) -> Iterator[int]:
-        """Token ids chosen greedily after ``input_ids``, one at a time (the caller stops when it wants)."""
+        """Token ids chosen greedily after ``input_ids``, one at a time (the caller stops when it wants).
+
+        The prompt's cache is kept, and the next call reuses it for the tokens both prompts start with (the system
+        prompt, earlier exchanges): only the rest is prefilled."""
         import torch
 
         n = len(input_ids)
@@ -91,13 +103,40 @@ class FastDecoder:
         caches = [(torch.empty(self.n_kv, total, self.head_dim), torch.empty(self.n_kv, total, self.head_dim))
                   for _ in self.layers]
         with torch.inference_mode():
-            hidden = self._forward(torch.tensor(list(input_ids)), 0, caches)
-            steps = _StepTables(self, total)
+            reused = self.reused_tokens = self._reuse_prefix(input_ids, caches)
+            hidden = self._forward(torch.tensor(list(input_ids)[reused:]), reused, caches)
+            with self._prefix_lock:
+                self._prefix = (list(input_ids), caches)  # positions < n are never written again
+            if self.lib is not None:
+                from agent.generation.cstep import CStep
+
+                c_step = CStep(self.lib, self, caches, total)
+                step_fn = lambda token, pos: _rms(c_step(self.embed[token].clone(), pos), self.norm, self.eps)
+            else:
+                tables = _StepTables(self, total)
+                step_fn = lambda token, pos: self._step(token, pos, caches, tables)
             for step in range(max_new_tokens):
                 token = int(self._logits(hidden).argmax())
                 yield token
                 if step + 1 < max_new_tokens:
-                    hidden = self._step(token, n + step, caches, steps)
+                    hidden = step_fn(token, n + step)
+
+    def _reuse_prefix(self, input_ids: Sequence[int], caches) -> int:
+        """Copy the cached keys/values of the longest prefix shared with the previous prompt (at most all tokens
+        but the last, whose logits are needed) into ``caches``; the number of tokens copied."""
+        with self._prefix_lock:
+            previous = self._prefix
+        if previous is None or not self.reuse_prefix:
+            return 0
+        ids, old = previous
+        limit = min(len(ids), len(input_ids) - 1)
+        shared = next((i for i in range(limit) if ids[i] != input_ids[i]), limit)
+        if shared < 16:  # not worth a copy
+            return 0
+        for (keys, values), (old_keys, old_values) in zip(caches, old):
+            keys[:, :shared] = old_keys[:, :shared]
+            values[:, :shared] = old_values[:, :shared]
+        return shared
 
     def _prepare(self, i: int, layer) -> tuple:
         """A layer's norms and its four projections as callables on one vector: packed, or fp32 where not."""

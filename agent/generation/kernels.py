@@ -122,6 +122,98 @@ void q8_gemv(const int8_t *q, const float *d, const float *x, float *y, int n_ro
 #endif
     }
 }
+
+/* ---- one whole decode step of a Llama/Qwen2 decoder stack (all projections packed Q4_1) ---- */
+#include <math.h>
+
+static float dotf(const float *a, const float *b, int n) {
+    int i = 0;
+    float s = 0;
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+    s = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    s = hsum256(acc);
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+typedef struct { const uint8_t *q; const float *s, *bias, *down, *up; int n, k, r; } proj_t;
+typedef struct { const float *norm_in, *norm_post; proj_t qkv, o, gate_up, down; float *keys, *values; } layer_t;
+typedef struct { int n_layers, hidden, n_heads, n_kv, hd, inter, total; float eps, scale; } dims_t;
+
+/* y = W x + bias + up (down x): the packed base, its bias, the unmerged LoRA (tmp: r floats). */
+static void project(const proj_t *p, const float *x, float *y, float *tmp) {
+    q4_gemv(p->q, p->s, x, y, p->n, p->k);
+    if (p->bias) for (int i = 0; i < p->n; i++) y[i] += p->bias[i];
+    if (p->r) {
+        for (int j = 0; j < p->r; j++) tmp[j] = dotf(p->down + (size_t)j * p->k, x, p->k);
+        for (int i = 0; i < p->n; i++) y[i] += dotf(p->up + (size_t)i * p->r, tmp, p->r);
+    }
+}
+
+static void rmsnorm(const float *x, const float *w, float *out, int n, float eps) {
+    float ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / n + eps);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+}
+
+/* rotate-half RoPE of one head in place; cos/sin (hd,) of this position */
+static void rope(float *v, const float *cs, const float *sn, int hd) {
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        float a = v[i], b = v[i + half];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + half] = b * cs[i + half] + a * sn[i + half];
+    }
+}
+
+/* x (hidden,): the residual stream of the token at position pos, through all layers (in place). */
+void decode_layers(const dims_t *d, const layer_t *layers, float *x, int pos, const float *cs, const float *sn,
+                   float *scratch) {
+    int hd = d->hd, nq = d->n_heads * hd, nk = d->n_kv * hd, group = d->n_heads / d->n_kv, len = pos + 1;
+    float *h = scratch, *y = h + d->hidden, *att = y + nq + 2 * nk, *sc = att + nq, *gu = sc + d->total;
+    float *out = gu + 2 * d->inter, *tmp = out + d->hidden;
+    for (int l = 0; l < d->n_layers; l++) {
+        const layer_t *L = layers + l;
+        rmsnorm(x, L->norm_in, h, d->hidden, d->eps);
+        project(&L->qkv, h, y, tmp);
+        for (int j = 0; j < d->n_heads + d->n_kv; j++) rope(y + j * hd, cs, sn, hd);
+        for (int j = 0; j < d->n_kv; j++) {
+            for (int i = 0; i < hd; i++) {
+                L->keys[((size_t)j * d->total + pos) * hd + i] = y[nq + j * hd + i];
+                L->values[((size_t)j * d->total + pos) * hd + i] = y[nq + nk + j * hd + i];
+            }
+        }
+        for (int qh = 0; qh < d->n_heads; qh++) {
+            const float *q = y + qh * hd;
+            const float *K = L->keys + (size_t)(qh / group) * d->total * hd;
+            const float *V = L->values + (size_t)(qh / group) * d->total * hd;
+            float mx = -INFINITY, sum = 0;
+            for (int t = 0; t < len; t++) { sc[t] = dotf(q, K + (size_t)t * hd, hd) * d->scale; if (sc[t] > mx) mx = sc[t]; }
+            for (int t = 0; t < len; t++) { sc[t] = expf(sc[t] - mx); sum += sc[t]; }
+            float *o = att + qh * hd;
+            for (int i = 0; i < hd; i++) o[i] = 0;
+            for (int t = 0; t < len; t++) {
+                float p = sc[t] / sum;
+                const float *v = V + (size_t)t * hd;
+                for (int i = 0; i < hd; i++) o[i] += p * v[i];
+            }
+        }
+        project(&L->o, att, out, tmp);
+        for (int i = 0; i < d->hidden; i++) x[i] += out[i];
+        rmsnorm(x, L->norm_post, h, d->hidden, d->eps);
+        project(&L->gate_up, h, gu, tmp);
+        for (int i = 0; i < d->inter; i++) { float g = gu[i]; gu[i] = g / (1.0f + expf(-g)) * gu[d->inter + i]; }
+        project(&L->down, gu, out, tmp);
+        for (int i = 0; i < d->hidden; i++) x[i] += out[i];
+    }
+}
 """
 
 _lock = threading.Lock()
@@ -180,6 +272,8 @@ def load_kernels(cache_dir: Path | None = None) -> ctypes.CDLL | None:
             for fn in (lib.q4_gemv, lib.q8_gemv):
                 fn.restype = None
                 fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int, ctypes.c_int]
+            lib.decode_layers.restype = None
+            lib.decode_layers.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 3
             if lib.simd_level() == 0:
                 log.warning("this CPU has neither AVX-512 nor AVX2: decoding uses fp32 weights")
                 lib = None
