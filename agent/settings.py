@@ -82,14 +82,16 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite file moments.db in the data home."
     )
     quantize: bool = Field(
-        default=False, description="int8 dynamic quantization of Linear layers for faster decode (CPU)."
+        default=False, description="int8 dynamic quantization of Linear layers (CPU; uses the 'hf' decoder). Changes "
+        "the replies: the fp32 re-scoring that explains them agreed on 64% of their tokens (bench/results/speed.md)."
     )
     decoder: Literal["fast", "hf"] = Field(
         default="fast",
         description="Decode backend: 'fast' (own decode loop; the Linear layers read the exact 4-/8-bit blocks the "
         "fp32 weights were dequantized from, plus the unmerged LoRA, with float32 activations: the same function "
-        "as the fp32 model, ~3x faster; weights that are not exact blocks stay fp32) or 'hf' (the transformers "
-        "model step by step, the reference). See bench/results/speed.md.",
+        "as the fp32 model, measured 7x less CPU per token with the same replies; weights that are not exact "
+        "blocks stay fp32) or 'hf' (the transformers model step by step, the reference). See "
+        "bench/results/speed.md.",
     )
     threads: int = Field(
         default=1, ge=0,

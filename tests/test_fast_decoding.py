@@ -88,15 +88,25 @@ def test_kernels_match_fp32_linear_with_lora_and_fusion(lib):
     assert pack_group(lib, [torch.nn.Linear(96, 8)]) is None  # random weights are not packed
 
 
-def tiny_llama(seed: int = 0):
-    """A 2-layer random Llama with every Linear on the Q4_1 grid and a Q8_0 tied embedding."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama(seed: int = 0, kind: str = "llama"):
+    """A 2-layer random Llama (or Qwen2: biased q/k/v) with every Linear on the Q4_1 grid and a Q8_0 tied
+    embedding."""
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
-                      attn_implementation="eager")
-    model = LlamaForCausalLM(cfg).eval()
+    config, cls = (LlamaConfig, LlamaForCausalLM) if kind == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    cfg = config(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                 attn_implementation="eager")
+    model = cls(cfg).eval()
+    for lin in model.modules():
+        if isinstance(lin, torch.nn.Linear) and lin.bias is not None:
+            torch.nn.init.normal_(lin.bias, std=0.5)
     for i, lin in enumerate(m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features != 320):
         lin.weight.data = q4_1_weight(*lin.weight.shape, seed=i) * 8
     emb = model.get_input_embeddings().weight
@@ -104,11 +114,14 @@ def tiny_llama(seed: int = 0):
     return model
 
 
-def test_fast_decoder_equals_transformers_on_a_tiny_llama(lib):
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_fast_decoder_equals_transformers_on_a_tiny_model(lib, kind):
     from agent.generation.decoding import FAST_DECODER_ATTR, greedy_ids
     from agent.generation.fastdecode import FastDecoder, pack_model, supported
 
-    model = tiny_llama()
+    model = tiny_llama(kind=kind)
+    if kind == "qwen2":
+        assert model.model.layers[0].self_attn.q_proj.bias is not None
     assert supported(model)
     packed = pack_model(lib, model)
     assert len(packed) == 2 * 4 + 1  # every group of both layers and the head
@@ -169,3 +182,21 @@ def test_faithfulness_rescoring_argmax_is_the_generated_token(agent):
         total += len(result.token_ids)
     assert total >= 30
     assert agree / total >= 0.99, f"re-scoring argmax agrees on {agree}/{total} tokens"
+
+
+def test_without_a_compiler_there_are_no_kernels_and_decoding_stays_fp32(tmp_path, monkeypatch, caplog):
+    from agent.generation import kernels
+
+    monkeypatch.setattr(kernels.shutil, "which", lambda name: None)
+    assert kernels.load_kernels(tmp_path / "no-cc") is None
+    assert "install gcc" in caplog.text
+
+
+def test_the_decoder_setting_names_its_values(monkeypatch):
+    from agent.settings import SettingsError, load_settings
+
+    assert load_settings().decoder == "fast"
+    monkeypatch.setenv("MOMENTS_DECODER", "turbo")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert str(info.value).startswith("MOMENTS_DECODER='turbo' is not valid: it must be one of fast, hf")

@@ -1,5 +1,10 @@
 """Greedy, streamed generation with a key/value cache (an own loop, so every step is visible).
 
+Two backends choose the tokens (:func:`greedy_ids`): ``fast`` — the model's
+:class:`~agent.generation.fastdecode.FastDecoder` (exact packed weights, one C call per step; the default, see
+``Settings.decoder``) — and ``hf``, the transformers model step by step. Both compute the function of the fp32 model
+that the attribution re-scores, so the explanation explains the model that wrote the reply.
+
 :func:`stream_tokens` yields one :class:`Step` per generated token: the token id and the text it adds to the reply.
 Byte-level tokenizers may split one character over several tokens; such a token adds ``""`` and the character
 appears with the token that completes it, so the concatenated ``text`` of all steps is always the decoded reply.
