@@ -39,13 +39,21 @@ def q8_0_weight(n: int, k: int, seed: int = 0) -> torch.Tensor:
     return (q * d[..., None]).reshape(n, k)
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
+@pytest.fixture(scope="module", params=["native", "avx2"])
+def lib(request, tmp_path_factory):
+    """The kernels built for this CPU, and built for AVX2 alone (the path of CPUs without AVX-512)."""
+    from pathlib import Path
+
     from agent.generation.kernels import load_kernels
 
-    lib = load_kernels(tmp_path_factory.mktemp("kernels"))
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if request.param == "avx2" and not all(f" {flag}" in flags for flag in ("avx2", "fma")):
+        pytest.skip("this CPU has no AVX2")
+    lib = load_kernels(tmp_path_factory.mktemp("kernels"), march=request.param)
     if lib is None:
         pytest.skip("no C compiler or no AVX2/AVX-512 here: the fast decoder falls back to fp32 weights")
+    if request.param == "avx2":
+        assert lib.simd_level() == 256
     return lib
 
 

@@ -236,7 +236,11 @@ def _cpu_key() -> str:
     return hashlib.sha256(f"{platform.machine()}\n{info}\n{SOURCE}".encode()).hexdigest()[:16]
 
 
-def _compile(target: Path) -> bool:
+#: Target flags: ``native`` (this CPU: AVX-512 where it has it) or ``avx2`` (the AVX2 path, for tests).
+MARCH = {"native": ("-march=native",), "avx2": ("-mavx2", "-mfma")}
+
+
+def _compile(target: Path, march: str = "native") -> bool:
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         log.warning("no C compiler (cc) found: packed-weight decoding is off, decoding uses fp32 weights "
@@ -246,7 +250,7 @@ def _compile(target: Path) -> bool:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src, out = Path(tmp) / "kernels.c", Path(tmp) / "kernels.so"
         src.write_text(SOURCE)
-        cmd = [compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(out), str(src)]
+        cmd = [compiler, "-O3", *MARCH[march], "-shared", "-fPIC", "-o", str(out), str(src)]
         try:
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.SubprocessError) as exc:
@@ -259,14 +263,14 @@ def _compile(target: Path) -> bool:
     return True
 
 
-def load_kernels(cache_dir: Path | None = None) -> ctypes.CDLL | None:
+def load_kernels(cache_dir: Path | None = None, march: str = "native") -> ctypes.CDLL | None:
     """The compiled kernels (compiled on first use), or None when this machine cannot run them."""
-    target = (cache_dir or default_cache_dir()) / f"kernels-{_cpu_key()}.so"
+    target = (cache_dir or default_cache_dir()) / f"kernels-{march}-{_cpu_key()}.so"
     with _lock:
         if str(target) in _loaded:
             return _loaded[str(target)]
         lib = None
-        if target.is_file() or _compile(target):
+        if target.is_file() or _compile(target, march):
             lib = ctypes.CDLL(str(target))
             lib.simd_level.restype = ctypes.c_int
             for fn in (lib.q4_gemv, lib.q8_gemv):
