@@ -208,3 +208,21 @@ def test_the_decoder_setting_names_its_values(monkeypatch):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert str(info.value).startswith("MOMENTS_DECODER='turbo' is not valid: it must be one of fast, hf")
+
+
+def test_an_adapter_on_the_head_keeps_the_head_in_fp32(lib):
+    from peft import LoraConfig, get_peft_model
+
+    from agent.generation.decoding import FAST_DECODER_ATTR, greedy_ids
+    from agent.generation.fastdecode import FastDecoder, pack_model
+
+    model = get_peft_model(tiny_llama(seed=1), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "lm_head"]))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.2)
+    packed = pack_model(lib, model)
+    assert "head" not in packed and (1, "qkv") in packed  # q/k/v packed with their LoRA side path
+    merged = model.merge_and_unload().eval()
+    setattr(merged, FAST_DECODER_ATTR, FastDecoder(merged, packed))
+    prompt = torch.randint(0, 320, (30,)).tolist()
+    assert list(greedy_ids(merged, prompt, 16, backend="fast")) == list(greedy_ids(merged, prompt, 16, backend="hf"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 
-from agent.generation.packing import pack_group, pack_head
+from agent.generation.packing import linear_parts, pack_group, pack_head
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,11 @@ def pack_model(lib, model) -> dict:
             lin = pack_group(lib, [getattr(parent, n) for n in names])
             if lin is not None:
                 packed[(i, group)] = lin
-    head = pack_head(lib, base.get_output_embeddings().weight)
-    if head is not None:
-        packed["head"] = head
+    parts = linear_parts(base.get_output_embeddings())
+    if parts is not None and parts[1] is None and parts[2] is None:  # a plain head (an adapter on it: fp32)
+        head = pack_head(lib, parts[0])
+        if head is not None:
+            packed["head"] = head
     return packed
 
 
