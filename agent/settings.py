@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,7 +97,16 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default: SQLite file moments.db in the data home."
     )
     quantize: bool = Field(
-        default=False, description="int8 dynamic quantization of Linear layers for faster decode (CPU)."
+        default=False, description="int8 dynamic quantization of Linear layers (CPU; uses the 'hf' decoder). Changes "
+        "the replies: the fp32 re-scoring that explains them agreed on 64% of their tokens (bench/results/speed.md)."
+    )
+    decoder: Literal["fast", "hf"] = Field(
+        default="fast",
+        description="Decode backend: 'fast' (own decode loop; the Linear layers read the exact 4-/8-bit blocks the "
+        "fp32 weights were dequantized from, plus the unmerged LoRA, with float32 activations: the same function "
+        "as the fp32 model, measured 7x less CPU per token with the same replies; weights that are not exact "
+        "blocks stay fp32) or 'hf' (the transformers model step by step, the reference). See "
+        "bench/results/speed.md.",
     )
     threads: int = Field(
         default=1, ge=0,
@@ -140,6 +149,8 @@ _KINDS = {int: "a whole number", float: "a number", bool: "true or false (1/0, y
 def allowed_values(name: str) -> str:
     """What the setting ``name`` accepts, in words: "a whole number from 1 to 16", "a number", ..."""
     field = Settings.model_fields[name]
+    if get_origin(field.annotation) is Literal:
+        return "one of " + ", ".join(str(v) for v in get_args(field.annotation))
     kind = _KINDS.get(field.annotation, "a path" if field.annotation is Path else "text")
     low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
     high = next((m.le for m in field.metadata if hasattr(m, "le")), None)

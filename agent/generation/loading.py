@@ -1,8 +1,8 @@
 """Loading the generator: base model (via :mod:`agent.generation.provision`) plus an optional LoRA adapter (peft).
 
 :func:`load_generator` returns a :class:`LoadedModel` holding the model in eval mode, its tokenizer and the ids that
-every stored turn records (model id, adapter id and adapter hash). Loads are cached per (model dir, adapter, quantize)
-within a process, so the UI, CLI and tests share one copy.
+every stored turn records (model id, adapter id and adapter hash). Loads are cached per (model dir, adapter, quantize,
+decoder) within a process, so the UI, CLI and tests share one copy.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class LoadedModel:
     #: The prompt this generator is run with (:data:`agent.generation.prompt.SYSTEM_PROMPTS`): the adapter's own, if it names
     #: one in ``moments.json``, else the current default.
     prompt_version: str = PROMPT_VERSION
+    #: The fast decoder (:mod:`agent.generation.fastdecode`) that :func:`~agent.generation.decoding.stream_tokens`
+    #: uses for ``model``, or None (``Settings.decoder == "hf"``, or an architecture it does not implement).
+    decoder: object | None = None
 
 
 def resolve_adapter(settings: Settings) -> Path | None:
@@ -90,7 +93,7 @@ def load_generator(settings: Settings) -> LoadedModel:
     """Provision (first time) and load the generator described by ``settings``; cached per process."""
     model_dir = resolve_model(settings.model, settings.models_dir)
     adapter_dir = resolve_adapter(settings)
-    key = (str(model_dir), str(adapter_dir), settings.quantize)
+    key = (str(model_dir), str(adapter_dir), settings.quantize, settings.decoder)
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -128,13 +131,39 @@ def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Load
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir))
-        model = model.merge_and_unload()
         a_id, a_hash = adapter_dir.name, adapter_hash(adapter_dir)
+    packed = _packed_weights(settings, model)  # before merging: the packed base keeps the LoRA as a side path
+    if adapter_dir is not None:
+        model = model.merge_and_unload()
     model.eval()
     if settings.quantize:
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    decoder = None
+    if packed is not None:
+        from agent.generation.decoding import FAST_DECODER_ATTR
+        from agent.generation.fastdecode import FastDecoder
+
+        decoder = FastDecoder(model, packed)
+        setattr(model, FAST_DECODER_ATTR, decoder)  # stream_tokens(model, ...) finds it there
+        log.info("fast decoder: %s", decoder.describe())
     seconds = time.perf_counter() - started
     log.info("loaded %s%s in %.2f s", model_dir.name, f" + {a_id}" if a_id else "", seconds)
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=settings.model, model_dir=model_dir,
                        adapter_id=a_id, adapter_hash=a_hash, lock=threading.Lock(),
-                       prompt_version=adapter_prompt_version(adapter_dir))
+                       prompt_version=adapter_prompt_version(adapter_dir), decoder=decoder)
+
+
+def _packed_weights(settings: Settings, model) -> dict | None:
+    """The exact packed weights for the fast decoder (``{}`` when none are exact: it then decodes in fp32), or
+    None when the fast decoder is off (``decoder='hf'``, ``quantize``, an unsupported architecture)."""
+    from agent.generation.fastdecode import pack_model, supported
+    from agent.generation.kernels import load_kernels
+
+    if settings.decoder != "fast" or settings.quantize:
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not supported(base):
+        log.info("fast decoder: %s is not a Llama/Qwen2 model, decoding with transformers", settings.model)
+        return None
+    lib = load_kernels(settings.home_dir / "kernels")
+    return pack_model(lib, model) if lib is not None else {}
