@@ -1,21 +1,25 @@
-"""The knowledge index: passages, their embeddings in a FAISS ``IndexFlatIP``, persisted with a version hash.
+"""The knowledge index: passages, their embeddings in FAISS and their BM25 index, persisted with a version hash.
 
 Contract
 --------
 * ``KnowledgeIndex.load_or_build(kb_path, index_dir, embedder_name, chunk_tokens)`` computes the KB version
-  (:func:`kb_version`: sha256 over the embedder name, ``chunk_tokens``, :data:`CHUNKING_VERSION` and every
-  KB file's relative path and bytes; first 12 hex digits). When ``index_dir`` holds an index of that
+  (:func:`kb_version`: sha256 over the embedder name, ``chunk_tokens``, :data:`CHUNKING_VERSION`, the
+  retrieval method (:func:`method_signature`: BM25 tokenizer and fusion weights) and every KB file's relative
+  path and bytes; first 12 hex digits). When ``index_dir`` holds an index of that
   version it is loaded without embedding anything; otherwise the KB is loaded, chunked, embedded (tqdm bar)
   and saved. Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
   replaces it, so a failed build (a malformed KB file raises :class:`retrieval.errors.KnowledgeBaseError`
   before anything is written) leaves the previous index as it was. Concurrent builders of the same
   ``index_dir`` are serialised by a lock file beside it.
-* ``index_dir`` holds ``index.faiss``, ``passages.jsonl`` (one :class:`~retrieval.types.Passage` per line,
-  in vector order) and ``meta.json`` (version, embedder, chunk_tokens, kb_path, created, counts).
+* ``index_dir`` holds the files of :mod:`retrieval.persist`: ``index.faiss``, ``passages.jsonl`` (one
+  Passage per line, in vector order), ``meta.json`` (version, embedder, chunk_tokens, kb_path, created, counts)
+  and ``lexical/`` (the BM25 index).
   :func:`index_dir_for` gives each KB path its own folder under a base directory.
-* ``search(query, k)`` / ``search_vector(vec, k)`` return up to ``k`` :class:`~retrieval.types.Hit` values,
-  best first (rank 1-based, score = cosine similarity). ``search_conversation(question, history, k)``
-  folds earlier user turns into the query (see :mod:`retrieval.followup`).
+* ``search(query, k)`` returns up to ``k`` :class:`~retrieval.types.Hit` values, best first (rank 1-based),
+  ranked by the hybrid (dense + BM25) score of :mod:`retrieval.hybrid`, each hit's score its cosine with the
+  query (what the abstention threshold compares). ``search_dense(query, k)`` / ``search_vector(vec, k)`` rank
+  by cosine alone. ``search_conversation(question, history, k)`` folds earlier user turns into the query (see
+  :mod:`retrieval.followup`).
 * A score is never NaN or infinite: before its first search an index checks that its vectors are finite unit
   vectors, and a damaged one raises :class:`~retrieval.errors.CorruptIndexError` naming its folder and the rebuild
   command (see :mod:`retrieval.integrity`).
@@ -24,17 +28,11 @@ Contract
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +48,23 @@ from retrieval.embedder import (
     token_counter,
 )
 from retrieval.errors import KnowledgeBaseError
-from retrieval.followup import DEFAULT_METHOD, HistoryMethod, search_with_history
+from retrieval.followup import (
+    DEFAULT_METHOD,
+    HistoryMethod,
+    ranking_scores,
+    search_with_history,
+)
+from retrieval.hybrid import top_k
 from retrieval.integrity import check_hits, check_queries, check_vectors
+from retrieval.lexical import LEXICAL_VERSION, LexicalIndex
 from retrieval.loaders import iter_kb_files, load_documents
+from retrieval.persist import (
+    INDEX_FILE,
+    build_lock,
+    read_folder,
+    saved_version,
+    write_folder,
+)
 from retrieval.types import Hit, Passage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,20 +75,29 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 #: Format of the files in an index folder; part of the version so that old layouts are rebuilt.
-INDEX_FORMAT = "1"
-INDEX_FILE, PASSAGES_FILE, META_FILE = "index.faiss", "passages.jsonl", "meta.json"
+INDEX_FORMAT = "2"
+__all__ = ["INDEX_FILE", "INDEX_FORMAT", "KnowledgeIndex", "index_dir_for", "kb_version", "method_signature"]
 #: Passages embedded per progress-bar step.
 EMBED_BATCH = 32
 #: Query embeddings kept per index (earlier turns are re-used on every turn of a conversation).
 QUERY_CACHE_SIZE = 2048
 
 
+def method_signature(method: HistoryMethod | None = None) -> str:
+    """The retrieval method (default: the product's) in one string (BM25 tokenizer and fusion weights): part of
+    every index version."""
+    method = method or DEFAULT_METHOD
+    return (f"{LEXICAL_VERSION};{method.fusion};lex={method.lexical};ctx={method.lexical_context};"
+            f"exact={method.exact};rrf={method.rrf_k}")
+
+
 def kb_version(kb_path: Path, embedder_name: str, chunk_tokens: int) -> str:
-    """12 hex digits of sha256 over the embedder, chunking settings and every KB file's path and bytes."""
+    """12 hex digits of sha256 over the embedder, chunking settings, retrieval method and every KB file's path
+    and bytes."""
     kb_path = Path(kb_path)
     root = kb_path if kb_path.is_dir() else kb_path.parent
     h = hashlib.sha256()
-    for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT):
+    for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT, method_signature()):
         h.update(part.encode() + b"\0")
     for f in iter_kb_files(kb_path):
         data = f.read_bytes()
@@ -103,6 +124,7 @@ class KnowledgeIndex:
         meta: dict[str, Any],
         directory: Path | None = None,
         rebuilt: bool = False,
+        lexical: LexicalIndex | None = None,
     ) -> None:
         if faiss_index.ntotal != len(passages):
             raise ValueError(f"{faiss_index.ntotal} vectors for {len(passages)} passages; rebuild the index.")
@@ -116,6 +138,7 @@ class KnowledgeIndex:
         self.rebuilt = rebuilt
         self._vectors: np.ndarray | None = None
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
+        self._lexical = lexical  # the BM25 index, built on first use when not loaded
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._checked = False  # the vectors are checked once, before the first search (retrieval.integrity)
 
@@ -198,15 +221,11 @@ class KnowledgeIndex:
     @classmethod
     def load(cls, index_dir: Path, model: SentenceTransformer | None = None) -> KnowledgeIndex:
         """Load a saved index (raises :class:`KnowledgeBaseError` if it is missing or damaged)."""
-        import faiss
 
         index_dir = Path(index_dir)
         try:
-            meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
-            with (index_dir / PASSAGES_FILE).open(encoding="utf-8") as f:
-                passages = [Passage(**json.loads(line)) for line in f if line.strip()]
-            faiss_index = faiss.read_index(str(index_dir / INDEX_FILE))
-        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            meta, passages, faiss_index, lexical = read_folder(index_dir)
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
             raise KnowledgeBaseError(
                 f"The saved index in {index_dir} is missing or damaged ({e}). Delete the folder to rebuild it."
             ) from e
@@ -216,7 +235,7 @@ class KnowledgeIndex:
                 f"{len(passages)} passages). Delete the folder to rebuild it."
             )
         model = model if model is not None else load_embedder(meta.get("embedder", DEFAULT_EMBEDDER))
-        return cls(passages, faiss_index, model, meta, directory=index_dir)
+        return cls(passages, faiss_index, model, meta, directory=index_dir, lexical=lexical)
 
     @classmethod
     def load_or_build(
@@ -230,9 +249,9 @@ class KnowledgeIndex:
         """The saved index in ``index_dir`` if it matches the KB's current version, else a fresh one (saved)."""
         kb_path, index_dir = Path(kb_path), Path(index_dir)
         model = load_embedder(embedder_name)
-        with _build_lock(index_dir):
+        with build_lock(index_dir):
             version = kb_version(kb_path, embedder_name, chunk_tokens)
-            saved = _saved_version(index_dir)
+            saved = saved_version(index_dir)
             if saved == version:
                 try:
                     index = cls.load(index_dir, model=model)
@@ -253,30 +272,8 @@ class KnowledgeIndex:
 
     def save(self, index_dir: Path) -> None:
         """Write the index to ``index_dir`` atomically (temporary folder beside it, then a rename)."""
-        import faiss
-
         index_dir = Path(index_dir)
-        index_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-", dir=index_dir.parent))
-        old: Path | None = None
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the index is not secret
-            faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
-            with (tmp / PASSAGES_FILE).open("w", encoding="utf-8") as f:
-                for p in self.passages:
-                    f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
-            (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True), encoding="utf-8")
-            if index_dir.exists():
-                old = index_dir.parent / f".{index_dir.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(index_dir, old)
-            os.rename(tmp, index_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old is not None and not index_dir.exists():
-                os.rename(old, index_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        write_folder(index_dir, self.faiss_index, self.passages, self.meta, self.lexical())
         self.directory = index_dir
         log.info("Saved index %s (%d passages) to %s", self.version, len(self), index_dir)
 
@@ -319,8 +316,29 @@ class KnowledgeIndex:
             self._groups = (normalise(sums), group_of)
         return self._groups
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        """The ``k`` passages closest to ``query`` (cosine), best first."""
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index of the passages (loaded with the index, else built once on first use)."""
+        if self._lexical is None:
+            self._lexical = LexicalIndex.build(self.passages)
+        return self._lexical
+
+    def search(self, query: str, k: int, method: HistoryMethod | None = None) -> list[Hit]:
+        """The ``k`` best passages for ``query``, best first: ranked by ``method``'s hybrid score (default: the
+        product's, :data:`retrieval.followup.DEFAULT_METHOD`), each hit's score its cosine with ``query``."""
+        method = method or DEFAULT_METHOD
+        if method.dense_only:
+            return self.search_dense(query, k)
+        k = min(int(k), len(self))
+        if k <= 0:
+            return []
+        self.check()
+        dense = self.vectors() @ self.embed_queries([query])[0]  # (n_passages,)
+        ranking = ranking_scores(self, dense, query, (), (), method)
+        hits = [Hit(passage=self.passages[i], score=float(dense[i]), rank=r) for r, i in enumerate(top_k(ranking, k), 1)]
+        return check_hits(hits, self.directory, self.meta.get("kb_path"))
+
+    def search_dense(self, query: str, k: int) -> list[Hit]:
+        """The ``k`` passages closest to ``query`` by cosine alone (the FAISS index), best first."""
         return self.search_vector(self.embed_queries([query])[0], k)
 
     def search_vector(self, vec: np.ndarray, k: int) -> list[Hit]:
@@ -353,28 +371,3 @@ class KnowledgeIndex:
         self.check()
         hits = search_with_history(self, question, history, k, method or DEFAULT_METHOD)
         return check_hits(hits, self.directory, self.meta.get("kb_path"))
-
-
-def _saved_version(index_dir: Path) -> str | None:
-    try:
-        return str(json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))["version"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-@contextlib.contextmanager
-def _build_lock(index_dir: Path) -> Iterator[None]:
-    """An exclusive lock on ``<index_dir>.lock`` beside the index (processes building the same index wait)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        yield
-        return
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = index_dir.parent / f".{index_dir.name}.lock"
-    with lock_path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

