@@ -38,10 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.chunking import CHUNKING_VERSION, chunk_documents, embedding_text
+from retrieval.chunking import CHUNKING_VERSION
 from retrieval.embedder import (
     DEFAULT_EMBEDDER,
     embed,
+    embed_passages,
     embedding_dim,
     load_embedder,
     normalise,
@@ -57,7 +58,7 @@ from retrieval.followup import (
 from retrieval.hybrid import top_k
 from retrieval.integrity import check_hits, check_queries, check_vectors
 from retrieval.lexical import LEXICAL_VERSION, LexicalIndex
-from retrieval.loaders import iter_kb_files, load_documents
+from retrieval.loaders import iter_kb_files
 from retrieval.persist import (
     INDEX_FILE,
     build_lock,
@@ -66,6 +67,7 @@ from retrieval.persist import (
     write_folder,
 )
 from retrieval.types import Hit, Passage
+from retrieval.update import plan as plan_build
 
 if TYPE_CHECKING:  # pragma: no cover
     import faiss
@@ -77,10 +79,10 @@ log = logging.getLogger(__name__)
 #: Format of the files in an index folder; part of the version so that old layouts are rebuilt.
 INDEX_FORMAT = "2"
 __all__ = ["INDEX_FILE", "INDEX_FORMAT", "KnowledgeIndex", "index_dir_for", "kb_version", "method_signature"]
-#: Passages embedded per progress-bar step.
-EMBED_BATCH = 32
 #: Query embeddings kept per index (earlier turns are re-used on every turn of a conversation).
 QUERY_CACHE_SIZE = 2048
+#: Meta fields that must match for an update to re-use a previous index's passages and vectors.
+_REUSE_KEYS = ("embedder", "chunk_tokens", "chunking_version", "format")
 
 
 def method_signature(method: HistoryMethod | None = None) -> str:
@@ -165,21 +167,19 @@ class KnowledgeIndex:
         progress: bool = False,
     ) -> KnowledgeIndex:
         """Embed ``passages`` (title + text) and index them in memory."""
-        import faiss
-        from tqdm.auto import tqdm
+        return cls.from_vectors(passages, embed_passages(model, passages, progress), model, meta)
 
-        dim = embedding_dim(model)
-        index = faiss.IndexFlatIP(dim)
-        texts = [embedding_text(p) for p in passages]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with less padding
-        vectors = np.zeros((len(texts), dim), dtype=np.float32)  # (n_passages, dim)
-        with tqdm(total=len(texts), desc="Embedding passages", unit="passage", disable=not progress) as bar:
-            for start in range(0, len(texts), EMBED_BATCH):
-                batch = order[start : start + EMBED_BATCH]
-                vectors[batch] = embed(model, [texts[i] for i in batch], batch_size=EMBED_BATCH)
-                bar.update(len(batch))
+    @classmethod
+    def from_vectors(
+        cls, passages: Sequence[Passage], vectors: np.ndarray, model: SentenceTransformer, meta: dict[str, Any] | None
+    ) -> KnowledgeIndex:
+        """Index ``passages`` with their normalised embeddings ``vectors`` ``(n_passages, dim)`` in memory."""
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index = faiss.IndexFlatIP(vectors.shape[1])
         index.add(vectors)
-        meta = {"n_passages": len(passages), "dim": dim, **(meta or {})}
+        meta = {"n_passages": len(passages), "dim": int(vectors.shape[1]), **(meta or {})}
         built = cls(passages, index, model, meta)
         built._vectors = vectors
         return built
@@ -192,30 +192,37 @@ class KnowledgeIndex:
         chunk_tokens: int = 180,
         progress: bool = True,
         model: SentenceTransformer | None = None,
+        previous: KnowledgeIndex | None = None,
     ) -> KnowledgeIndex:
-        """Load, chunk and embed the KB at ``kb_path`` into an in-memory index (not saved)."""
+        """Load, chunk and embed the KB at ``kb_path`` into an in-memory index (not saved).
+
+        With a ``previous`` index of the same embedder and chunking, the files whose bytes did not change keep
+        their passages and vectors and only the others are loaded and embedded (:mod:`retrieval.update`).
+        """
         kb_path = Path(kb_path)
         version = kb_version(kb_path, embedder_name, chunk_tokens)
         model = model if model is not None else load_embedder(embedder_name)
-        docs = load_documents(kb_path)
-        passages = chunk_documents(docs, chunk_tokens, token_counter(model))
-        if not passages:
+        meta = {"version": version, "embedder": embedder_name, "chunk_tokens": chunk_tokens,
+                "chunking_version": CHUNKING_VERSION, "format": INDEX_FORMAT,
+                "kb_path": str(kb_path.expanduser().resolve()), "created": time.time()}
+        reusable = previous is not None and all(previous.meta.get(k) == meta[k] for k in _REUSE_KEYS)
+        plan = plan_build(kb_path, chunk_tokens, token_counter(model), previous.passages if reusable else (),
+                          previous.meta.get("files") if reusable else None)
+        if not plan.passages:
             raise KnowledgeBaseError(f"{kb_path}: the documents hold no text to index. Add content to them.")
         t0 = time.perf_counter()
-        meta = {
-            "version": version,
-            "embedder": embedder_name,
-            "chunk_tokens": chunk_tokens,
-            "chunking_version": CHUNKING_VERSION,
-            "format": INDEX_FORMAT,
-            "kb_path": str(kb_path.expanduser().resolve()),
-            "created": time.time(),
-            "n_files": len(iter_kb_files(kb_path)),
-            "n_documents": len(docs),
-        }
-        index = cls.from_passages(passages, model, meta, progress=progress)
+        vectors = np.zeros((len(plan.passages), embedding_dim(model)), dtype=np.float32)  # (n_passages, dim)
+        kept = [i for i, row in enumerate(plan.reuse) if row is not None]
+        if kept:
+            vectors[kept] = previous.vectors()[[plan.reuse[i] for i in kept]]
+        todo = plan.to_embed
+        vectors[todo] = embed_passages(model, [plan.passages[i] for i in todo], progress)
+        meta |= {"n_files": len(plan.files), "n_documents": plan.n_documents, "files": plan.files,
+                 "n_embedded": len(todo), "n_reused": len(kept)}
+        index = cls.from_vectors(plan.passages, vectors, model, meta)
         index.meta["embed_seconds"] = round(time.perf_counter() - t0, 3)
-        log.info("Built index %s: %d passages from %d documents", version, len(passages), len(docs))
+        log.info("Built index %s: %d passages from %d documents (%d embedded, %d re-used)", version,
+                 len(plan.passages), plan.n_documents, len(todo), len(kept))
         return index
 
     @classmethod
@@ -260,8 +267,9 @@ class KnowledgeIndex:
                 except KnowledgeBaseError as e:
                     log.warning("%s; rebuilding", e)
             elif saved is not None:
-                log.info("Index in %s is version %s, KB is now %s; rebuilding", index_dir, saved, version)
-            index = cls.build(kb_path, embedder_name, chunk_tokens, progress=progress, model=model)
+                log.info("Index in %s is version %s, KB is now %s; updating", index_dir, saved, version)
+            previous = _previous(index_dir, model) if saved is not None else None
+            index = cls.build(kb_path, embedder_name, chunk_tokens, progress=progress, model=model, previous=previous)
             if index.version != version:  # the KB changed while we embedded it: still consistent, just newer
                 log.warning("The KB at %s changed during the build; saved version %s", kb_path, index.version)
             index.save(index_dir)
@@ -371,3 +379,14 @@ class KnowledgeIndex:
         self.check()
         hits = search_with_history(self, question, history, k, method or DEFAULT_METHOD)
         return check_hits(hits, self.directory, self.meta.get("kb_path"))
+
+
+def _previous(index_dir: Path, model: SentenceTransformer) -> KnowledgeIndex | None:
+    """The saved index whose unchanged files an update may re-use (None when it is missing or damaged)."""
+    try:
+        previous = KnowledgeIndex.load(index_dir, model=model)
+        previous.check()  # never carry damaged vectors into the new index
+        return previous
+    except KnowledgeBaseError as e:
+        log.warning("Not re-using the previous index in %s: %s", index_dir, e)
+        return None

@@ -277,15 +277,15 @@ def test_unknown_embedder_is_a_provisioning_error(tmp_path):
 
 
 def test_index_persists_rebuilds_and_survives_a_bad_file(tmp_path, model, monkeypatch):
-    import retrieval.index as index_module
+    import retrieval.embedder as embedder_module
 
     kb = write_kb(tmp_path / "kb", {"a.md": "# Alpha\n\nAlpha text about apples.\n", "b.txt": "Beta\n\nBananas."})
     idx_dir = index_dir_for(tmp_path / "indexes", kb)
     assert idx_dir.parent == tmp_path / "indexes" and idx_dir != index_dir_for(tmp_path / "indexes", tmp_path)
 
     embedded: list[int] = []
-    real_embed = index_module.embed
-    monkeypatch.setattr(index_module, "embed", lambda m, texts, **kw: embedded.append(len(texts)) or real_embed(m, texts, **kw))
+    real_embed = embedder_module.embed  # what passages are embedded with (queries are not counted)
+    monkeypatch.setattr(embedder_module, "embed", lambda m, texts, **kw: embedded.append(len(texts)) or real_embed(m, texts, **kw))
 
     first = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
     assert first.rebuilt and sum(embedded) == 2 and len(first) == 2
@@ -306,7 +306,7 @@ def test_index_persists_rebuilds_and_survives_a_bad_file(tmp_path, model, monkey
     (kb / "b.txt").write_text("Beta\n\nBananas and cherries.", encoding="utf-8")
     embedded.clear()
     third = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
-    assert third.rebuilt and third.version != first.version and sum(embedded) == 2
+    assert third.rebuilt and third.version != first.version and sum(embedded) == 1  # only b.txt re-embedded
     assert "cherries" in third.passages[1].text
 
     (kb / "c.jsonl").write_text('{"question": "ok?", "answer": "yes"}\n{"question": oops}\n', encoding="utf-8")
