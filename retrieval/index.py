@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from retrieval.ann import ANN_POLICY, make_index, prepare
+from retrieval.ann import dense_scores as ann_dense_scores
 from retrieval.chunking import CHUNKING_VERSION
 from retrieval.embedder import (
     DEFAULT_EMBEDDER,
@@ -99,7 +101,7 @@ def kb_version(kb_path: Path, embedder_name: str, chunk_tokens: int) -> str:
     kb_path = Path(kb_path)
     root = kb_path if kb_path.is_dir() else kb_path.parent
     h = hashlib.sha256()
-    for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT, method_signature()):
+    for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT, method_signature(), ANN_POLICY):
         h.update(part.encode() + b"\0")
     for f in iter_kb_files(kb_path):
         data = f.read_bytes()
@@ -144,7 +146,6 @@ class KnowledgeIndex:
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._checked = False  # the vectors are checked once, before the first search (retrieval.integrity)
 
-    # ------------------------------------------------------------------------------------ properties
 
     @property
     def version(self) -> str:
@@ -156,7 +157,6 @@ class KnowledgeIndex:
     def __repr__(self) -> str:
         return f"KnowledgeIndex(version={self.version!r}, passages={len(self)}, directory={self.directory})"
 
-    # ---------------------------------------------------------------------------------- construction
 
     @classmethod
     def from_passages(
@@ -173,13 +173,11 @@ class KnowledgeIndex:
     def from_vectors(
         cls, passages: Sequence[Passage], vectors: np.ndarray, model: SentenceTransformer, meta: dict[str, Any] | None
     ) -> KnowledgeIndex:
-        """Index ``passages`` with their normalised embeddings ``vectors`` ``(n_passages, dim)`` in memory."""
-        import faiss
-
+        """Index ``passages`` with their normalised embeddings ``vectors`` ``(n_passages, dim)`` in memory (exact
+        flat index, or HNSW above :data:`retrieval.ann.ANN_THRESHOLD` passages)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
-        meta = {"n_passages": len(passages), "dim": int(vectors.shape[1]), **(meta or {})}
+        index, kind = make_index(vectors)
+        meta = {"n_passages": len(passages), "dim": int(vectors.shape[1]), "faiss": kind, **(meta or {})}
         built = cls(passages, index, model, meta)
         built._vectors = vectors
         return built
@@ -242,6 +240,7 @@ class KnowledgeIndex:
                 f"{len(passages)} passages). Delete the folder to rebuild it."
             )
         model = model if model is not None else load_embedder(meta.get("embedder", DEFAULT_EMBEDDER))
+        prepare(faiss_index)
         return cls(passages, faiss_index, model, meta, directory=index_dir, lexical=lexical)
 
     @classmethod
@@ -276,7 +275,6 @@ class KnowledgeIndex:
             index.rebuilt = True
             return index
 
-    # ---------------------------------------------------------------------------------------- saving
 
     def save(self, index_dir: Path) -> None:
         """Write the index to ``index_dir`` atomically (temporary folder beside it, then a rename)."""
@@ -285,7 +283,6 @@ class KnowledgeIndex:
         self.directory = index_dir
         log.info("Saved index %s (%d passages) to %s", self.version, len(self), index_dir)
 
-    # ---------------------------------------------------------------------------------------- search
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed query texts with the index's model → ``(len(texts), dim)`` normalised float32 (cached)."""
@@ -301,6 +298,11 @@ class KnowledgeIndex:
             self._query_cache.move_to_end(t)
         dim = self.faiss_index.d
         return np.stack([self._query_cache[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+    def dense_scores(self, q: np.ndarray) -> np.ndarray:
+        """Every passage's dense score for the normalised query ``q`` ``(dim,)`` → ``(n_passages,)``: exact cosines,
+        or for an HNSW index those of the nearest candidates (see :func:`retrieval.ann.dense_scores`)."""
+        return ann_dense_scores(self.faiss_index, self.vectors(), q)
 
     def vectors(self) -> np.ndarray:
         """All passage embeddings, in passage order → ``(n_passages, dim)`` float32 (computed once)."""
@@ -340,9 +342,11 @@ class KnowledgeIndex:
         if k <= 0:
             return []
         self.check()
-        dense = self.vectors() @ self.embed_queries([query])[0]  # (n_passages,)
-        ranking = ranking_scores(self, dense, query, (), (), method)
-        hits = [Hit(passage=self.passages[i], score=float(dense[i]), rank=r) for r, i in enumerate(top_k(ranking, k), 1)]
+        q = self.embed_queries([query])[0]
+        ranking = ranking_scores(self, self.dense_scores(q), query, (), (), method)
+        vectors = self.vectors()
+        hits = [Hit(passage=self.passages[i], score=float(vectors[i] @ q), rank=r)
+                for r, i in enumerate(top_k(ranking, k), 1)]
         return check_hits(hits, self.directory, self.meta.get("kb_path"))
 
     def search_dense(self, query: str, k: int) -> list[Hit]:
