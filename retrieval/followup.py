@@ -53,7 +53,7 @@ import numpy as np
 
 from retrieval.embedder import normalise
 from retrieval.hybrid import fuse, lexical_context, top_k
-from retrieval.lexical import LexicalIndex
+from retrieval.lexical import LexicalIndex, is_code, tokenize
 from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage
 
 log = logging.getLogger(__name__)
@@ -185,13 +185,18 @@ def ranking_scores(
     if method.dense_only:
         return dense
     lex = index.lexical()
+    terms = tokenize(question)
+    bm25 = lex.scores_terms(terms) if method.lexical or method.fusion != "linear" else np.zeros_like(dense)
     context: np.ndarray | float = 0.0
     texts, ws = ([question, *turns], [1.0, *weights]) if method.include_question else (list(turns), list(weights))
     if method.lexical_context and texts and method.fusion == "linear":
         centroids, group_of = index.group_centroids()
-        context = lexical_context(lex.scores, texts, ws, group_of, len(centroids))[group_of]
-    codes = lex.code_scores(question) if method.exact else 0.0
-    return fuse(dense, lex.scores(question), context, codes, kind=method.fusion, lexical=method.lexical,
+        cached = {question: bm25} if method.lexical else {}
+        score = lambda text: cached[text] if text in cached else lex.scores(text)
+        context = lexical_context(score, texts, ws, group_of, len(centroids))[group_of]
+    codes = [t for t in terms if is_code(t)]
+    code_scores = lex.scores_terms(codes) if method.exact and codes else 0.0
+    return fuse(dense, bm25, context, code_scores, kind=method.fusion, lexical=method.lexical,
                 lexical_context=method.lexical_context, exact=method.exact, rrf_k=method.rrf_k)
 
 

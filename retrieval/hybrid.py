@@ -40,8 +40,13 @@ def unit_scale(scores: np.ndarray) -> np.ndarray:
 
 def group_max(scores: np.ndarray, group_of: np.ndarray, n_groups: int) -> np.ndarray:
     """The maximum of ``scores`` ``(n_passages,)`` within each group → ``(n_groups,)`` (groups are never empty)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if len(group_of) and np.all(group_of[1:] >= group_of[:-1]) and group_of[0] == 0 and group_of[-1] == n_groups - 1:
+        starts = np.flatnonzero(np.r_[True, group_of[1:] != group_of[:-1]])  # groups in order, each contiguous
+        if len(starts) == n_groups:
+            return np.maximum.reduceat(scores, starts)
     out = np.full(n_groups, -np.inf, dtype=np.float32)
-    np.maximum.at(out, group_of, scores.astype(np.float32))
+    np.maximum.at(out, group_of, scores)
     return out
 
 

@@ -6,8 +6,11 @@ Contract
   (:func:`kb_version`: sha256 over the embedder name, ``chunk_tokens``, :data:`CHUNKING_VERSION`, the
   retrieval method (:func:`method_signature`: BM25 tokenizer and fusion weights) and every KB file's relative
   path and bytes; first 12 hex digits). When ``index_dir`` holds an index of that
-  version it is loaded without embedding anything; otherwise the KB is loaded, chunked, embedded (tqdm bar)
-  and saved. Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
+  version it is loaded without embedding anything; otherwise it is updated and saved: files whose bytes are
+  unchanged since the saved index keep their passages and vectors, only changed and new files are loaded,
+  chunked and embedded (tqdm bar; :mod:`retrieval.update`; ``meta["n_embedded"]`` / ``["n_reused"]`` count
+  them). The dense index is exact below :data:`retrieval.ann.ANN_THRESHOLD` passages, HNSW above
+  (``meta["faiss"]``; :mod:`retrieval.ann`). Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
   replaces it, so a failed build (a malformed KB file raises :class:`retrieval.errors.KnowledgeBaseError`
   before anything is written) leaves the previous index as it was. Concurrent builders of the same
   ``index_dir`` are serialised by a lock file beside it.
