@@ -94,3 +94,20 @@ def test_the_old_index_keeps_serving_and_a_failed_update_changes_nothing(tmp_pat
     assert updated.version != serving.version and not list(idx_dir.parent.glob(f".{idx_dir.name}.tmp-*"))
     assert "1-year" in serving.search("warranty length", 1)[0].passage.text  # the object in use still answers
     assert "3-year" in updated.search("warranty length", 1)[0].passage.text
+
+
+def test_an_index_without_or_with_a_damaged_bm25_folder(tmp_path):
+    import shutil
+
+    kb = write(tmp_path / "kb", FILES)
+    idx_dir = index_dir_for(tmp_path / "indexes", kb)
+    built = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
+    want = [h.passage.id for h in built.search("do gift cards expire", 3)]
+    shutil.rmtree(idx_dir / "lexical")  # a folder written before BM25 existed: built again on first use
+    assert [h.passage.id for h in KnowledgeIndex.load(idx_dir).search("do gift cards expire", 3)] == want
+    (idx_dir / "lexical").mkdir()
+    (idx_dir / "lexical" / "params.index.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(KnowledgeBaseError, match="damaged"):
+        KnowledgeIndex.load(idx_dir)
+    rebuilt = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)  # same version: rebuilt
+    assert rebuilt.rebuilt and [h.passage.id for h in rebuilt.search("do gift cards expire", 3)] == want
