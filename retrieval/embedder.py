@@ -8,7 +8,8 @@ Contract
   :class:`retrieval.errors.ProvisioningError` saying what to install or where to point. ``HF_HUB_OFFLINE=1`` is
   set (unless already set) before sentence-transformers is imported, so nothing is fetched from a hub.
   Loaded models are cached per resolved directory for the life of the process.
-* ``embed(model, texts)`` returns a ``(len(texts), dim)`` float32 array of L2-normalised rows.
+* ``embed(model, texts)`` returns a ``(len(texts), dim)`` float32 array of L2-normalised rows;
+  ``embed_passages(model, passages)`` embeds passages (title + text) in length-sorted batches.
 * ``token_counter(model)`` returns a function counting the model tokenizer's tokens in a string
   (special tokens excluded), for chunking.
 
@@ -27,10 +28,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval.chunking import embedding_text
 from retrieval.errors import ProvisioningError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
+
+    from retrieval.types import Passage
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +135,20 @@ def token_counter(model: SentenceTransformer) -> Callable[[str], int]:
 def max_seq_length(model: SentenceTransformer) -> int:
     """Tokens the model reads per text (longer texts are truncated when embedded)."""
     return int(model.max_seq_length)
+
+
+def embed_passages(
+    model: SentenceTransformer, passages: Sequence[Passage], progress: bool = False, batch_size: int = 32
+) -> np.ndarray:
+    """Embed passages (title + text) in length-sorted batches → ``(len(passages), dim)`` float32."""
+    from tqdm.auto import tqdm
+
+    texts = [embedding_text(p) for p in passages]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with less padding
+    vectors = np.zeros((len(texts), embedding_dim(model)), dtype=np.float32)  # (n_passages, dim)
+    with tqdm(total=len(texts), desc="Embedding passages", unit="passage", disable=not progress) as bar:
+        for start in range(0, len(texts), batch_size):
+            batch = order[start : start + batch_size]
+            vectors[batch] = embed(model, [texts[i] for i in batch], batch_size=batch_size)
+            bar.update(len(batch))
+    return vectors

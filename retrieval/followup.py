@@ -21,6 +21,14 @@ the max over turns lets the one turn that names the subject decide, and centring
 removes the pull of turns that are vaguely similar to everything. Because the question is one of the turns,
 a self-contained question that changes topic keeps its own document in front.
 
+Hybrid retrieval (the default): that dense score is fused with BM25 evidence (:func:`ranking_scores`,
+:mod:`retrieval.hybrid`): ``+ lexical * unit(BM25(question, p)) + lexical_context * lexcontext(d(p)) + exact *
+unit(BM25(codes of the question, p))``, the lexical context being the BM25 twin of the dense one over the question
+and the earlier turns. ``lexical = 0`` and ``lexical_context = 0.3`` were tuned on DSTC11 dialogues (``bench/retrieval_tune.py``,
+``bench/results/retrieval_tune.md``; never on the evaluation sets): passage-level BM25 only hurt there, the
+document-level lexical context helped most; ``exact = 0.3`` is set by hand, as the tuning dialogues hold no codes: a code
+such as ``E-204`` names its passage, which an embedding cannot spell. All three at 0 give the dense ranking.
+
 Hits are ordered by that score, but each hit's ``score`` is a cosine, like a plain search's: the passage
 against the question read in context, ``cos(p, normalise(q + score_weight * w_j * u_j))`` with ``u_j`` the
 turn that gave its document the bonus (just ``cos(q, p)`` when that is the question itself), so that
@@ -44,6 +52,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from retrieval.embedder import normalise
+from retrieval.hybrid import fuse, lexical_context, top_k
+from retrieval.lexical import LexicalIndex, is_code, tokenize
 from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage
 
 log = logging.getLogger(__name__)
@@ -60,9 +70,12 @@ class VectorIndex(Protocol):
     def search_vector(self, vec: np.ndarray, k: int) -> list[Hit]: ...
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
     def vectors(self) -> np.ndarray: ...
+    def dense_scores(self, q: np.ndarray) -> np.ndarray: ...
     def group_centroids(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def lexical(self) -> LexicalIndex: ...
 
 MethodKind = Literal["context", "vector_sum", "concat", "none"]
+FusionKind = Literal["linear", "rrf", "bm25"]
 
 
 @dataclass(frozen=True)
@@ -80,12 +93,30 @@ class HistoryMethod:
     include_question: bool = True
     #: "context" only: weight of the naming turn in the reported cosine (see the module docstring).
     score_weight: float = 0.5
+    #: Hybrid retrieval (:mod:`retrieval.hybrid`): how dense and BM25 evidence are fused ("bm25": BM25 alone).
+    fusion: FusionKind = "linear"
+    #: Weight of the question's unit-scaled BM25 scores (tuned on DSTC11: 0 was best; 0 with the two below: dense).
+    lexical: float = 0.0
+    #: "context" only: weight of the lexical document-context bonus of the earlier turns (tuned on DSTC11).
+    lexical_context: float = 0.3
+    #: Weight of the BM25 scores of the question's code-like terms (E-204, NW-12345678; set by hand).
+    exact: float = 0.3
+    #: "rrf" only: the rank offset of reciprocal rank fusion.
+    rrf_k: float = 10.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("context", "vector_sum", "concat", "none"):
             raise ValueError(f"Unknown history method {self.kind!r}; use context, vector_sum, concat or none.")
-        if self.turns < 0 or not 0.0 <= self.decay <= 1.0 or self.weight < 0 or self.score_weight < 0:
-            raise ValueError(f"Invalid {self}: need turns >= 0, 0 <= decay <= 1 and weights >= 0.")
+        if self.fusion not in ("linear", "rrf", "bm25"):
+            raise ValueError(f"Unknown fusion {self.fusion!r}; use linear, rrf or bm25.")
+        weights = (self.weight, self.score_weight, self.lexical, self.lexical_context, self.exact)
+        if self.turns < 0 or not 0.0 <= self.decay <= 1.0 or min(weights) < 0 or self.rrf_k <= 0:
+            raise ValueError(f"Invalid {self}: need turns >= 0, 0 <= decay <= 1, weights >= 0 and rrf_k > 0.")
+
+    @property
+    def dense_only(self) -> bool:
+        """True when no lexical evidence takes part (the dense ranking alone)."""
+        return self.fusion == "linear" and not (self.lexical or self.lexical_context or self.exact)
 
 
 #: The method the product uses (best on DSTC9 and on the project KB's follow-ups, see the bench).
@@ -130,15 +161,43 @@ def search_with_history(
     """The ``k`` best passages for ``question`` in the context of the earlier user turns ``history``."""
     query = build_query(question, history, method)
     if method.kind == "none" or (method.kind != "context" and not query.turns):
-        return index.search(query.question, k)
+        return index.search(query.question, k, method)
     if method.kind == "concat":
-        return index.search(query.text, k)
+        return index.search(query.text, k, method)
     vecs = index.embed_queries([query.question, *query.turns])  # (1 + n_turns, dim)
     q, turns = vecs[0], vecs[1:]
     w = np.asarray(query.weights, dtype=np.float32)  # (n_turns,)
     if method.kind == "vector_sum":
         return index.search_vector(normalise(q + method.weight * (w @ turns)), k)
-    return _context_search(index, q, turns, w, k, method)
+    return _context_search(index, query, q, turns, w, k)
+
+
+def ranking_scores(
+    index: VectorIndex,
+    dense: np.ndarray,
+    question: str,
+    turns: Sequence[str],
+    weights: Sequence[float],
+    method: HistoryMethod,
+) -> np.ndarray:
+    """The hybrid ranking score of every passage → ``(n_passages,)``: the dense ranking scores ``dense`` fused
+    with the BM25 evidence of ``question`` and of the earlier ``turns`` (see :mod:`retrieval.hybrid`)."""
+    if method.dense_only:
+        return dense
+    lex = index.lexical()
+    terms = tokenize(question)
+    bm25 = lex.scores_terms(terms) if method.lexical or method.fusion != "linear" else np.zeros_like(dense)
+    context: np.ndarray | float = 0.0
+    texts, ws = ([question, *turns], [1.0, *weights]) if method.include_question else (list(turns), list(weights))
+    if method.lexical_context and texts and method.fusion == "linear":
+        centroids, group_of = index.group_centroids()
+        cached = {question: bm25} if method.lexical else {}
+        score = lambda text: cached[text] if text in cached else lex.scores(text)
+        context = lexical_context(score, texts, ws, group_of, len(centroids))[group_of]
+    codes = [t for t in terms if is_code(t)]
+    code_scores = lex.scores_terms(codes) if method.exact and codes else 0.0
+    return fuse(dense, bm25, context, code_scores, kind=method.fusion, lexical=method.lexical,
+                lexical_context=method.lexical_context, exact=method.exact, rrf_k=method.rrf_k)
 
 
 def context_scores(
@@ -150,9 +209,8 @@ def context_scores(
     weighted context turns (the question first when ``method.include_question``), ``chosen[i]`` the row of
     ``contexts`` that gives passage ``i``'s document its bonus (``-1``: no bonus).
     """
-    vectors = index.vectors()  # (n_passages, dim)
     centroids, group_of = index.group_centroids()  # (n_groups, dim), (n_passages,)
-    scores = vectors @ q  # (n_passages,)
+    scores = index.dense_scores(q)  # (n_passages,): cosines (an HNSW index: of its nearest candidates)
     if method.include_question:
         turns = np.vstack([q[None, :], turns])  # (n_ctx, dim)
         weights = np.concatenate([[1.0], weights]).astype(np.float32)  # (n_ctx,)
@@ -167,20 +225,18 @@ def context_scores(
 
 
 def _context_search(
-    index: VectorIndex, q: np.ndarray, turns: np.ndarray, weights: np.ndarray, k: int, method: HistoryMethod
+    index: VectorIndex, query: ConversationQuery, q: np.ndarray, turns: np.ndarray, weights: np.ndarray, k: int
 ) -> list[Hit]:
-    k = min(int(k), len(index))
-    if k <= 0:
-        return []
+    method = query.method
     scores, contexts, chosen = context_scores(index, q, turns, weights, method)
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    top = top[np.argsort(-scores[top], kind="stable")]
+    scores = ranking_scores(index, scores, query.question, query.turns, query.weights, method)
+    top = top_k(scores, k)
     vectors = index.vectors()
     hits = []
     for rank, i in enumerate(top, 1):
         # Report a cosine: the passage against the question read with the turn that named its document.
         j = chosen[i]
         is_question = j < 0 or (method.include_question and j == 0)
-        query = q if is_question else normalise(q + method.score_weight * contexts[j])
-        hits.append(Hit(passage=index.passages[i], score=float(vectors[i] @ query), rank=rank))
+        read = q if is_question else normalise(q + method.score_weight * contexts[j])
+        hits.append(Hit(passage=index.passages[i], score=float(vectors[i] @ read), rank=rank))
     return hits

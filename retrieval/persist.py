@@ -1,0 +1,112 @@
+"""The on-disk form of a knowledge index: an index folder written atomically, read back whole, and a build lock.
+
+Contract
+--------
+* An index folder holds ``index.faiss`` (the dense vectors' FAISS index), ``passages.jsonl`` (one
+  :class:`~retrieval.types.Passage` per line, in vector order), ``meta.json`` (version, embedder, counts,
+  per-file content hashes, ...) and ``lexical/`` (the BM25 index, :mod:`retrieval.lexical`). The passage vectors
+  live in the FAISS index only (flat and HNSW indexes both give them back exactly), so a damaged ``index.faiss``
+  is still caught by :mod:`retrieval.integrity`.
+* :func:`write_folder` writes all of it to a temporary folder beside ``index_dir`` and then swaps it in with
+  renames, so a reader sees either the old complete index or the new complete one, and a failed write leaves
+  the old one as it was.
+* :func:`read_folder` reads it back (``ValueError`` / ``OSError`` / ``RuntimeError`` on a missing or damaged
+  part); a folder written before ``lexical/`` existed reads with it as ``None``.
+* :func:`build_lock` serialises processes building the same ``index_dir`` (a lock file beside it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from retrieval.lexical import LexicalIndex
+from retrieval.types import Passage
+
+INDEX_FILE, PASSAGES_FILE, META_FILE = "index.faiss", "passages.jsonl", "meta.json"
+LEXICAL_DIR = "lexical"
+
+
+def write_folder(
+    index_dir: Path,
+    faiss_index: Any,
+    passages: Sequence[Passage],
+    meta: dict[str, Any],
+    lexical: LexicalIndex,
+) -> None:
+    """Write an index folder atomically (a temporary folder beside ``index_dir``, then renames)."""
+    import faiss
+
+    index_dir = Path(index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.tmp-", dir=index_dir.parent))
+    old: Path | None = None
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the index is not secret
+        faiss.write_index(faiss_index, str(tmp / INDEX_FILE))
+        lexical.save(tmp / LEXICAL_DIR)
+        with (tmp / PASSAGES_FILE).open("w", encoding="utf-8") as f:
+            for p in passages:
+                f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        if index_dir.exists():
+            old = index_dir.parent / f".{index_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(index_dir, old)
+        os.rename(tmp, index_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not index_dir.exists():
+            os.rename(old, index_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_folder(
+    index_dir: Path,
+) -> tuple[dict[str, Any], list[Passage], Any, LexicalIndex | None]:
+    """``(meta, passages, faiss_index, lexical or None)`` from an index folder."""
+    import faiss
+
+    index_dir = Path(index_dir)
+    meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
+    with (index_dir / PASSAGES_FILE).open(encoding="utf-8") as f:
+        passages = [Passage(**json.loads(line)) for line in f if line.strip()]
+    faiss_index = faiss.read_index(str(index_dir / INDEX_FILE))
+    lexical = None
+    if (index_dir / LEXICAL_DIR).is_dir():
+        lexical = LexicalIndex.load(index_dir / LEXICAL_DIR, len(passages))
+    return meta, passages, faiss_index, lexical
+
+
+def saved_version(index_dir: Path) -> str | None:
+    """The version recorded in ``index_dir``'s meta file (None when there is no readable one)."""
+    try:
+        return str(json.loads((Path(index_dir) / META_FILE).read_text(encoding="utf-8"))["version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``<index_dir>.lock`` beside the index (processes building the same index wait)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = index_dir.parent / f".{index_dir.name}.lock"
+    with lock_path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
