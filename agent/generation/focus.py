@@ -16,7 +16,7 @@ Contract
 * :func:`split_units` splits a passage body into answer units: sentences of prose, list items, and table rows
   (``| a | b |`` → ``a: b.``), Markdown emphasis dropped. A unit under three words is not a candidate.
 * :class:`Focus` scores units by cosine similarity with the question (the retrieval embedder, normalised vectors),
-  caching unit vectors by text. :meth:`Focus.hits` returns new :class:`~retrieval.types.Hit`s whose passages keep
+  each unit embedded after its article title and section heading (``context``), caching vectors by text. :meth:`Focus.hits` returns new :class:`~retrieval.types.Hit`s whose passages keep
   ``id``/``doc_id``/``title``/``source`` and carry the focused text; ``score`` (the retrieval cosine that
   abstention compares with its threshold) and ``rank`` are the retrieval's, the order is by best unit.
 * ``keep <= 0`` is the identity (full passages, retrieval order).
@@ -97,9 +97,10 @@ def focused_text(units: Sequence[Unit], keep_orders: set[int]) -> str:
 class Focus:
     """Scores answer units against a question and focuses hits (see module docstring)."""
 
-    def __init__(self, embed: Embed, keep: int = 2) -> None:
+    def __init__(self, embed: Embed, keep: int = 2, context: bool = True) -> None:
         self.embed = embed
         self.keep = keep
+        self.context = context
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def _vectors(self, texts: Sequence[str]) -> np.ndarray:
@@ -114,8 +115,9 @@ class Focus:
     def unit_scores(self, question: str, passages: Sequence[Passage]) -> list[list[tuple[Unit, float]]]:
         """Per passage, its candidate units (three words or more, headings excluded) with their cosine to the
         question."""
-        units = [[u for u in split_units(p.text) if not u.heading and len(u.text.split()) >= 3] for p in passages]
-        flat = [u.text for us in units for u in us]
+        all_units = [split_units(p.text) for p in passages]
+        units = [[u for u in us if not u.heading and len(u.text.split()) >= 3] for us in all_units]
+        flat = [self._scored_text(p, us, u) for p, us, cands in zip(passages, all_units, units) for u in cands]
         if not flat:
             return [[] for _ in passages]
         vecs = self._vectors([question, *flat])  # (1 + n_units, dim), normalised
@@ -125,6 +127,15 @@ class Focus:
             out.append([(u, float(sims[i + n])) for n, u in enumerate(us)])
             i += len(us)
         return out
+
+    def _scored_text(self, passage: Passage, units: Sequence[Unit], unit: Unit) -> str:
+        """What is embedded for ``unit``: with ``context``, the article title and section heading first (a sentence
+        such as "It can take up to 2 business days." says nothing of its topic alone), as retrieval embeds a
+        passage with its title."""
+        if not self.context:
+            return unit.text
+        head = next((u.text for u in units if u.heading), "")
+        return f"{passage.title}. {head}: {unit.text}" if head else f"{passage.title}: {unit.text}"
 
     def hits(self, question: str, hits: Sequence[Hit]) -> list[Hit]:
         """``hits`` with focused passages, best unit first (identity when ``keep <= 0``)."""
