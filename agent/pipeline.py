@@ -96,8 +96,9 @@ class Agent:
             "embedder": s.embedder,
             "index_version": self.index.version,
             "prompt_version": self.prompt_version,
-            "generation": {"decoding": "greedy", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
-                           "abstain_threshold": s.abstain_threshold, "focus_sentences": s.focus_sentences},
+            "generation": {"decoding": "greedy" if s.answer_mode == "generate" else "quote", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
+                           "abstain_threshold": s.abstain_threshold, "focus_sentences": s.focus_sentences,
+                           "decoder": s.decoder, "answer_mode": s.answer_mode},
         }
 
     @property
@@ -146,13 +147,13 @@ class Agent:
             return
 
         g = self.generator
-        passages = [h.passage for h in hits]
         with g.lock:
-            layout = build_prompt(g.tokenizer, question, passages, history, version=self.prompt_version)
+            layout = build_prompt(g.tokenizer, question, [h.passage for h in hits], history,
+                                  version=self.prompt_version)
             result.use_prompt(layout)
             started = time.perf_counter()
             first = None
-            for step in stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens):
+            for step in self._reply_steps(question, hits, layout):
                 if first is None:
                     first = time.perf_counter()
                 result.token_ids.append(step.token_id)
@@ -169,6 +170,19 @@ class Agent:
             timings["attribution_ms"] = result.explanation.seconds * 1000
             yield TurnEvent("explained", result=result)
         yield TurnEvent("done", result=result)
+
+    def _reply_steps(self, question: str, hits: Sequence[Hit], layout) -> Iterator:
+        """The reply's tokens: quoted (``answer_mode`` ``quote``: the best sentence of passage [1], see
+        :mod:`agent.generation.quoting`) or generated greedily; a quote falls back to generation when passage [1]
+        has no sentence to quote."""
+        g, s = self.generator, self.settings
+        if s.answer_mode == "quote":
+            from agent.generation.quoting import quote, quote_steps
+
+            text = quote(self.focus, question, hits)
+            if text is not None:
+                return iter(quote_steps(g.tokenizer, text))
+        return stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens)
 
     def explain(self, result: TurnResult, method: str = "shapley"):
         """Attribute ``result``'s reply tokens to its passages (see :mod:`agent.attribution`): the explanation and

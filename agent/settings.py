@@ -86,6 +86,13 @@ class Settings(BaseSettings):
                                description="Earlier exchanges of a conversation used by the search and the prompt "
                                "(the one history limit: the store is read for this many, the search told so).")
     chunk_tokens: int = Field(default=180, ge=32, description="Maximum passage length in embedder tokens.")
+    answer_mode: Literal["quote", "generate"] = Field(
+        default="quote",
+        description="How the reply is written: 'quote' — the help centre's sentence that best answers the question "
+        "(the evidence focus's pick in passage [1]), cited, and explained by the model like a generated reply; "
+        "'generate' — the model (with its adapter) writes the reply greedily. Measured side by side in "
+        "bench/results/answers.md.",
+    )
     focus_sentences: int = Field(
         default=2, ge=0, le=20,
         description="Evidence focus (agent.generation.focus): each retrieved passage is cut to its heading and this "

@@ -44,24 +44,24 @@ RESULTS = ROOT / "bench" / "results"
 log = logging.getLogger("bench.answers")
 
 #: name -> (model, adapter, prompt, settings overrides). "default" is what the settings' defaults resolve to (model,
-#: adapter ``auto``, the adapter's own prompt, evidence focus ``focus_sentences``); ``prompt`` "auto" is the
-#: adapter's own. ``*-full`` configurations show whole passages (``focus_sentences=0``, the pipeline before the
-#: evidence focus). The untuned qwen reference runs with p1, its better prompt: with p2 ("if no passage answers
-#: ... say that you don't know") it replied "You don't know." to a third of answerable questions (first 40 data/kb
-#: questions, 2026-12-01). ``quote`` is a reference without generation: the reply is the focus's best sentence of
-#: passage [1], cited [1] (what the selector alone would say; see :func:`quote_reply`).
+#: adapter ``auto``, the adapter's own prompt, evidence focus ``focus_sentences``, ``answer_mode`` — ``quote`` since
+#: 2026-12-02: the best sentence of passage [1], cited; see :mod:`agent.generation.quoting`); ``prompt`` "auto" is the
+#: adapter's own. The others generate their replies: ``*-full`` show whole passages (``focus_sentences=0``, the
+#: pipeline before the evidence focus; "v8-full" is the default until 2026-12-02). The untuned qwen reference runs
+#: with p1, its better prompt: with p2 ("if no passage answers ... say that you don't know") it replied "You don't
+#: know." to a third of answerable questions (first 40 data/kb questions, 2026-12-01).
+_GEN = {"answer_mode": "generate"}
 CONFIGS: dict[str, tuple[str, str, str, dict]] = {
     "default": ("smollm2-135m", "auto", "auto", {}),
-    "v8": ("smollm2-135m", "smollm2-135m-support-v8", "auto", {}),
-    "v8-full": ("smollm2-135m", "smollm2-135m-support-v8", "auto", {"focus_sentences": 0}),
-    "v11": ("smollm2-135m", "smollm2-135m-support-v11", "auto", {}),
-    "v11-full": ("smollm2-135m", "smollm2-135m-support-v11", "auto", {"focus_sentences": 0}),
-    "v12": ("smollm2-135m", "smollm2-135m-support-v12", "auto", {}),
-    "base": ("smollm2-135m", "none", "auto", {}),
-    "quote": ("smollm2-135m", "auto", "auto", {}),
-    "qwen": ("qwen2.5-0.5b", "none", "p1", {"focus_sentences": 0}),
-    "qwen-focus": ("qwen2.5-0.5b", "none", "p1", {}),
-    "qwen-p2": ("qwen2.5-0.5b", "none", "p2", {"focus_sentences": 0}),
+    "v12": ("smollm2-135m", "smollm2-135m-support-v12", "auto", _GEN),
+    "v8": ("smollm2-135m", "smollm2-135m-support-v8", "auto", _GEN),
+    "v8-full": ("smollm2-135m", "smollm2-135m-support-v8", "auto", {**_GEN, "focus_sentences": 0}),
+    "v11": ("smollm2-135m", "smollm2-135m-support-v11", "auto", _GEN),
+    "v11-full": ("smollm2-135m", "smollm2-135m-support-v11", "auto", {**_GEN, "focus_sentences": 0}),
+    "base": ("smollm2-135m", "none", "auto", _GEN),
+    "qwen": ("qwen2.5-0.5b", "none", "p1", {**_GEN, "focus_sentences": 0}),
+    "qwen-focus": ("qwen2.5-0.5b", "none", "p1", _GEN),
+    "qwen-p2": ("qwen2.5-0.5b", "none", "p2", {**_GEN, "focus_sentences": 0}),
 }
 KBS = {
     "kb": (ROOT / "data" / "kb", ROOT / "data" / "eval" / "kb_questions.jsonl"),
@@ -128,25 +128,13 @@ def _agent(name: str, kb_path: Path, home: Path | None):
     return Agent(Settings(model=model, adapter=adapter, prompt=prompt, kb_path=kb_path, **overrides, **kw))
 
 
-def quote_reply(agent, question: str, hits) -> str:
-    """The ``quote`` reference: the best sentence of passage [1] for the question (the evidence focus's own pick),
-    cited [1]; no generation."""
-    if not hits:
-        return ""
-    (units,) = agent.focus.unit_scores(question, [hits[0].passage])
-    if not units:
-        return ""
-    best = max(units, key=lambda us: us[1])[0].text
-    m = re.search(r"[.!?]$", best)
-    return f"{best[:m.start()]} [1]{best[m.start():]}" if m else f"{best} [1]"
-
-
 def config_key(agent, questions: list[dict]) -> str:
     g = agent.generator
-    focus = agent.settings.focus_sentences  # part of the key only when on: whole-passage replies stay reusable
+    # focus and answer mode are part of the key only when not the earlier pipeline's: older replies stay reusable
+    focus, mode = agent.settings.focus_sentences, agent.settings.answer_mode
     h = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version, agent.index.version,
-                                   agent.settings.top_k, agent.settings.abstain_threshold,
-                                   agent.settings.max_new_tokens] + ([focus] if focus else [])).encode())
+                                   agent.settings.top_k, agent.settings.abstain_threshold, agent.settings.max_new_tokens]
+                                  + ([focus] if focus else []) + ([mode] if mode != "generate" else [])).encode())
     return h.hexdigest()[:16]
 
 
@@ -174,7 +162,7 @@ def run_kb(name: str, kb: str, questions: list[dict], args) -> list[dict]:
     todo = [q for q in questions if q["id"] not in stored]
     log.info("%s/%s: %d stored replies reused, %d to answer", name, kb, len(questions) - len(todo), len(todo))
     for n_done, q in enumerate(tqdm(todo, desc=f"{name}/{kb}", unit="q")):
-        r = agent.ask(q["question"]) if name != "quote" else _quoted(agent, q["question"])
+        r = agent.ask(q["question"])
         stored[q["id"]] = ({"id": q["id"], "key": key, "reply": r.answer, "abstained_by_threshold": r.abstained,
                      "n_tokens": len(r.token_ids), "prompt_tokens": r.prompt_tokens,
                      "first_token_ms": round(r.timings.get("first_token_ms", 0.0), 1),
@@ -185,24 +173,6 @@ def run_kb(name: str, kb: str, questions: list[dict], args) -> list[dict]:
         if n_done % 10 == 9 or n_done == len(todo) - 1:  # partial runs survive an interruption
             _save(path, list(stored.values()))
     return [stored[q["id"]] for q in questions]
-
-
-def _quoted(agent, question: str):
-    """A turn of the ``quote`` reference: the pipeline's retrieval, focus and threshold, the reply quoted."""
-    started = time.perf_counter()
-    from agent.turn import TurnResult
-    from retrieval.followup import DEFAULT_METHOD
-    from retrieval.types import best_score
-
-    hits = agent.focus.hits(question, agent.index.search_conversation(question, [], agent.settings.top_k,
-                                                                        DEFAULT_METHOD))
-    result = TurnResult(question=question, hits=hits, timings={}, versions={})
-    if not hits or best_score(hits) < agent.settings.abstain_threshold:
-        result.status, result.answer = "abstained", agent.settings.abstain_message
-    else:
-        result.answer = quote_reply(agent, question, hits)
-    result.timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
-    return result
 
 
 def dstc_items(n: int, seed: int = 0) -> list[dict]:
@@ -222,28 +192,30 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
 
     from agent.generation.decoding import stream_tokens
     from agent.generation.prompt import Exchange, build_prompt
+    from agent.generation.quoting import quote
     from retrieval.types import Hit, Passage
 
     agent = _agent(name, KBS["kb"][0], args.home)
     g = agent.generator
     path = RESULTS / f"answers_preds_{name}_dstc.jsonl"
-    focus = agent.settings.focus_sentences
-    key = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version] + ([focus, name] if focus else [])
-                                    ).encode()).hexdigest()[:16]
+    focus, mode = agent.settings.focus_sentences, agent.settings.answer_mode
+    key = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version] + ([focus] if focus else [])
+                                    + ([mode] if mode != "generate" else [])).encode()).hexdigest()[:16]
     stored = _stored(path, key, args.reuse)
     # DSTC question text stays out of the repository (../shared/data/README.md): stored as a hash
     qhash = lambda q: hashlib.sha256(q.encode()).hexdigest()[:12]
     for it in tqdm([it for it in items if stored.get(it["id"], {}).get("question_sha") != qhash(it["question"])],
                    desc=f"{name}/dstc", unit="q"):
-        hits = agent.focus.hits(it["question"], [Hit(Passage(**p), 1.0, i) for i, p in enumerate(it["passages"])])
-        if name == "quote":
-            text = quote_reply(agent, it["question"], hits)
-        else:
+        order = agent.focus.focused(it["question"], [Hit(Passage(**p), 1.0, i + 1)
+                                                     for i, p in enumerate(it["passages"])])
+        hits = [h for _, h in order]
+        text = quote(agent.focus, it["question"], hits) if agent.settings.answer_mode == "quote" else None
+        if text is None:
             layout = build_prompt(g.tokenizer, it["question"], [h.passage for h in hits],
                                   [Exchange(u, a) for u, a in it["history"]], version=agent.prompt_version)
             text = "".join(s.text for s in stream_tokens(g.model, g.tokenizer, layout.input_ids, args.max_new_tokens))
         stored[it["id"]] = {"id": it["id"], "key": key, "question_sha": qhash(it["question"]), "reply": text.strip(),
-                            "gold_shown": [h.rank for h in hits].index(it["gold"][0]) if it["gold"] else None}
+                            "gold_shown": [n for n, _ in order].index(it["gold"][0]) if it["gold"] else None}
     _save(path, list(stored.values()))
     return [stored[it["id"]] for it in items]
 

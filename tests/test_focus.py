@@ -57,6 +57,7 @@ def test_real_embedder_picks_the_answering_sentence_and_reorders(focus: Focus) -
     assert [h.passage.id for h in out] == ["p1", "p0"]  # the refund section first: it holds the best sentence
     assert out[0].passage.text == "Refund timelines\nPayPal refunds arrive within 2 business days."
     assert [h.score for h in out] == [hits[1].score, hits[0].score]  # retrieval scores (abstention) untouched
+    assert [h.rank for h in out] == [1, 2]  # renumbered: rank is the [n] shown to the model
     assert out[0].passage.title == "T1" and out[0].passage.doc_id == "d1"
 
 

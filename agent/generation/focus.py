@@ -17,8 +17,8 @@ Contract
   (``| a | b |`` → ``a: b.``), Markdown emphasis dropped. A unit under three words is not a candidate.
 * :class:`Focus` scores units by cosine similarity with the question (the retrieval embedder, normalised vectors),
   each unit embedded after its article title and section heading (``context``), caching vectors by text. :meth:`Focus.hits` returns new :class:`~retrieval.types.Hit`s whose passages keep
-  ``id``/``doc_id``/``title``/``source`` and carry the focused text; ``score`` (the retrieval cosine that
-  abstention compares with its threshold) and ``rank`` are the retrieval's, the order is by best unit.
+  ``id``/``doc_id``/``title``/``source`` and carry the focused text; ``score`` is the retrieval's (the cosine that
+  abstention compares with its threshold), the order is by best unit and ``rank`` the new position (the ``[n]``).
 * ``keep <= 0`` is the identity (full passages, retrieval order).
 """
 
@@ -137,10 +137,10 @@ class Focus:
         head = next((u.text for u in units if u.heading), "")
         return f"{passage.title}. {head}: {unit.text}" if head else f"{passage.title}: {unit.text}"
 
-    def hits(self, question: str, hits: Sequence[Hit]) -> list[Hit]:
-        """``hits`` with focused passages, best unit first (identity when ``keep <= 0``)."""
+    def focused(self, question: str, hits: Sequence[Hit]) -> list[tuple[int, Hit]]:
+        """``(original position, focused hit)`` pairs, best unit first (see :meth:`hits`)."""
         if self.keep <= 0 or not hits:
-            return list(hits)
+            return list(enumerate(hits))
         scored = self.unit_scores(question, [h.passage for h in hits])
         ranked: list[tuple[float, int, Hit]] = []
         for n, (hit, units) in enumerate(zip(hits, scored)):
@@ -152,4 +152,11 @@ class Focus:
             text = focused_text(all_units, {u.order for u, _ in best})
             ranked.append((best[0][1], n, replace(hit, passage=replace(hit.passage, text=text))))
         ranked.sort(key=lambda r: (-r[0], r[1]))
-        return [h for _, _, h in ranked]
+        return [(n, h) for _, n, h in ranked]
+
+    def hits(self, question: str, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` with focused passages, best unit first and renumbered (``rank`` is the position shown, the
+        ``[n]`` the model cites); identity when ``keep <= 0``."""
+        if self.keep <= 0:
+            return list(hits)
+        return [replace(h, rank=i + 1) for i, (_, h) in enumerate(self.focused(question, hits))]

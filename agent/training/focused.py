@@ -27,10 +27,9 @@ def _norm(text: str) -> str:
 
 def focus_example(ex: Example, focus: Focus) -> Example | None:
     """``ex`` with focused passages (None when an answerable example's answer was cut from its gold passage)."""
-    hits = [Hit(p, 1.0, i) for i, p in enumerate(ex.passages)]  # rank carries the original position
-    focused = focus.hits(ex.question, hits)
-    passages = [h.passage for h in focused]
-    new_pos = {h.rank: n for n, h in enumerate(focused)}
+    focused = focus.focused(ex.question, [Hit(p, 1.0, i + 1) for i, p in enumerate(ex.passages)])
+    passages = [h.passage for _, h in focused]
+    new_pos = {old: n for n, (old, _) in enumerate(focused)}
     if not (ex.answerable and ex.gold):
         return replace(ex, passages=passages)
     gold = sorted(new_pos[g] for g in ex.gold)

@@ -1,0 +1,61 @@
+"""Quoted answers: the reply is the help centre's own sentence that answers the question, cited.
+
+Why
+---
+Measured side by side (``bench/results/answers.md``), the 135M generator copies the wrong sentence of a passage, or
+its heading, even when the answering sentence is in passage [1]: the evidence focus (:mod:`agent.generation.focus`)
+picks that sentence far more often than the generator does. In ``quote`` answer mode (``Settings.answer_mode``) the
+reply is therefore the focus's best sentence of passage [1] (the passage holding the best sentence of all), with
+``[1]`` before its final punctuation. Nothing is paraphrased, so no fact can be garbled on the way.
+
+The reply is still explained by the language model, exactly as a generated one: it is tokenized with the
+generator's tokenizer and re-scored under every passage subset (:mod:`agent.attribution`), which tells, word by word,
+how much each passage raises the model's probability of the quoted text, whether a word is grounded or the model's
+prior, and what the model would have said instead. The turn records ``answer_mode`` in its versions, so a reader
+knows the words were quoted, not generated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from agent.generation.decoding import Step
+from agent.generation.focus import Focus
+from retrieval.types import Hit
+
+_END = re.compile(r"[.!?]$")
+
+
+def cite(sentence: str, n: int = 1) -> str:
+    """``sentence`` with ``[n]`` before its final punctuation (after it when there is none)."""
+    sentence = sentence.strip()
+    m = _END.search(sentence)
+    return f"{sentence[:m.start()]} [{n}]{sentence[m.start():]}" if m else f"{sentence} [{n}]"
+
+
+def quote(focus: Focus, question: str, hits: Sequence[Hit]) -> str | None:
+    """The best sentence of ``hits[0]`` for ``question``, cited ``[1]``; None when that passage has no candidate
+    sentence (then the caller generates)."""
+    if not hits:
+        return None
+    (units,) = focus.unit_scores(question, [hits[0].passage])
+    if not units:
+        return None
+    best = max(units, key=lambda us: us[1])[0]
+    return cite(best.text, 1)
+
+
+def quote_steps(tokenizer, text: str) -> list[Step]:
+    """``text`` as the steps a generator would have streamed: one per token, each with the text it adds (a token
+    that only starts a multi-byte character adds ``""``), so that the steps' texts concatenate to ``text``."""
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    steps: list[Step] = []
+    shown = ""
+    for n, token in enumerate(ids):
+        decoded = tokenizer.decode(ids[: n + 1], skip_special_tokens=True)
+        delta = ""
+        if not decoded.endswith("\ufffd") and decoded.startswith(shown):
+            delta, shown = decoded[len(shown):], decoded
+        steps.append(Step(token, delta))
+    return steps
