@@ -98,7 +98,8 @@ class Agent:
             "prompt_version": self.prompt_version,
             "generation": {"decoding": "greedy" if s.answer_mode == "generate" else "quote", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
                            "abstain_threshold": s.abstain_threshold, "focus_sentences": s.focus_sentences,
-                           "decoder": s.decoder, "answer_mode": s.answer_mode},
+                           "decoder": s.decoder, "answer_mode": s.answer_mode,
+                           "answer_threshold": s.answer_threshold},
         }
 
     @property
@@ -138,7 +139,7 @@ class Agent:
         yield TurnEvent("retrieved", hits=hits)
 
         result = TurnResult(question=question, hits=hits, timings=timings, versions=self.versions())
-        if not hits or best_score(hits) < s.abstain_threshold:
+        if self._hand_over(question, hits):
             result.status = "abstained"
             result.answer = s.abstain_message
             timings["generation_ms"] = 0.0
@@ -170,6 +171,19 @@ class Agent:
             timings["attribution_ms"] = result.explanation.seconds * 1000
             yield TurnEvent("explained", result=result)
         yield TurnEvent("done", result=result)
+
+    def _hand_over(self, question: str, hits: Sequence[Hit]) -> bool:
+        """Abstain: no hit, the best retrieval score below ``abstain_threshold``, or (quoting) no sentence of the
+        shown passages close enough to the question to be its answer (``answer_threshold``)."""
+        s = self.settings
+        if not hits or best_score(hits) < s.abstain_threshold:
+            return True
+        if s.answer_mode == "quote":
+            from agent.generation.quoting import best_sentence
+
+            picked = best_sentence(self.focus, question, hits)
+            return picked is not None and picked[1] < s.answer_threshold
+        return False
 
     def _reply_steps(self, question: str, hits: Sequence[Hit], layout) -> Iterator:
         """The reply's tokens: quoted (``answer_mode`` ``quote``: the best sentence of passage [1], see

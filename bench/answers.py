@@ -134,7 +134,8 @@ def config_key(agent, questions: list[dict]) -> str:
     focus, mode = agent.settings.focus_sentences, agent.settings.answer_mode
     h = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version, agent.index.version,
                                    agent.settings.top_k, agent.settings.abstain_threshold, agent.settings.max_new_tokens]
-                                  + ([focus] if focus else []) + ([mode] if mode != "generate" else [])).encode())
+                                  + ([focus] if focus else [])
+                                  + ([mode, agent.settings.answer_threshold] if mode != "generate" else [])).encode())
     return h.hexdigest()[:16]
 
 

@@ -27,7 +27,7 @@ def test_a_quoted_turn_states_a_sentence_of_passage_1_and_is_explained(agent):
     assert agent.settings.answer_mode == "quote"  # the shipped default
     result = agent.ask("When will my PayPal refund show up?", explain=True)
     assert result.status == "ok" and result.answer.endswith("[1].")
-    flat = lambda t: re.sub(r"[^a-z0-9]+", " ", t.lower()).strip()  # noqa: E731
+    flat = lambda t: re.sub(r"[^a-z0-9]+", " ", t.lower()).strip()
     assert flat(result.answer.replace(" [1]", "")) in flat(result.hits[0].passage.text)  # quoted, not paraphrased
     assert "2 business days" in result.answer  # data/kb refund-timelines: "PayPal ... within 2 business days"
     assert [h.rank for h in result.hits] == list(range(1, len(result.hits) + 1))  # [n] = position shown

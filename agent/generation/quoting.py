@@ -6,7 +6,9 @@ Measured side by side (``bench/results/answers.md``), the 135M generator copies 
 its heading, even when the answering sentence is in passage [1]: the evidence focus (:mod:`agent.generation.focus`)
 picks that sentence far more often than the generator does. In ``quote`` answer mode (``Settings.answer_mode``) the
 reply is therefore the focus's best sentence of passage [1] (the passage holding the best sentence of all), with
-``[1]`` before its final punctuation. Nothing is paraphrased, so no fact can be garbled on the way.
+``[1]`` before its final punctuation. Nothing is paraphrased, so no fact can be garbled on the way. When even that
+sentence is far from the question (cosine below ``Settings.answer_threshold``, set on DSTC development data for at
+most 3% false hand-overs there), the agent hands over instead of quoting something unrelated.
 
 The reply is still explained by the language model, exactly as a generated one: it is tokenized with the
 generator's tokenizer and re-scored under every passage subset (:mod:`agent.attribution`), which tells, word by word,
@@ -34,16 +36,23 @@ def cite(sentence: str, n: int = 1) -> str:
     return f"{sentence[:m.start()]} [{n}]{sentence[m.start():]}" if m else f"{sentence} [{n}]"
 
 
-def quote(focus: Focus, question: str, hits: Sequence[Hit]) -> str | None:
-    """The best sentence of ``hits[0]`` for ``question``, cited ``[1]``; None when that passage has no candidate
-    sentence (then the caller generates)."""
+def best_sentence(focus: Focus, question: str, hits: Sequence[Hit]) -> tuple[str, float] | None:
+    """The best sentence of ``hits[0]`` (the focused passage holding the best sentence of all) and its cosine with
+    the question; None when there is no candidate sentence."""
     if not hits:
         return None
     (units,) = focus.unit_scores(question, [hits[0].passage])
     if not units:
         return None
-    best = max(units, key=lambda us: us[1])[0]
-    return cite(best.text, 1)
+    unit, score = max(units, key=lambda us: us[1])
+    return unit.text, score
+
+
+def quote(focus: Focus, question: str, hits: Sequence[Hit]) -> str | None:
+    """The best sentence of ``hits[0]`` for ``question``, cited ``[1]``; None when that passage has no candidate
+    sentence (then the caller generates)."""
+    picked = best_sentence(focus, question, hits)
+    return cite(picked[0], 1) if picked else None
 
 
 def quote_steps(tokenizer, text: str) -> list[Step]:

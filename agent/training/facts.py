@@ -81,7 +81,7 @@ class FactConfig:
     pack_max: int = 5
     gold_weights: tuple[float, ...] = (0.55, 0.2, 0.15, 0.1)  # P(gold at [1]..[k])
     unanswerable_rate: float = 0.08   # gold-removed variants per answerable example. `moments train` passes its own
-                                      # (TrainConfig: 0.12, v11's, which gave 31-37% false hand-overs: try 0.05 next).
+                                      # (TrainConfig: 0.04 since v12; v11 trained with 0.12 and gave 31-37% false hand-overs).
                                       # This default fixes bench/answers.py's held-out DSTC prompts: keep it.
     crossdomain_rate: float = 0.05    # question with passages of another business (store <-> hotel)
     closings: int = 10                # v10 had 40: its mid-run checkpoint answered real questions "My pleasure."
