@@ -258,6 +258,8 @@ class FeedbackBase(StoreModel):
     corrected_answer: str | None = Field(default=None, sa_type=Text)
     reviewed: bool = Field(default=False, index=True)
     reviewer: str | None = Field(default=None, max_length=255)
+    #: the signed-in user who gave it (revision 0004); None for older rows and runs without authentication
+    author: str | None = Field(default=None, max_length=255)
 
 
 class Feedback(FeedbackBase, table=True):
@@ -290,6 +292,29 @@ class FeedbackPublic(FeedbackBase):
     turn_id: int
     created_at: datetime
     reviewed_at: datetime | None = None
+
+
+# --- User (revision 0004) -------------------------------------------------------------------------------------
+
+
+class User(StoreModel, table=True):
+    """A person who may sign in: a unique name, a role (:data:`agent.vocabulary.ROLES`) and an argon2 hash."""
+
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255, unique=True, index=True)
+    role: str = Field(sa_type=String(16))
+    password_hash: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class UserPublic(StoreModel):
+    """A user as the store hands it out (never the hash)."""
+
+    name: str
+    role: str
+    created_at: datetime
 
 
 # --- Read models with children --------------------------------------------------------------------------------
