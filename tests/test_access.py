@@ -291,3 +291,39 @@ def _login(url: str, name: str) -> httpx.Cookies:
     response = httpx.post(url + "login", data={"username": name, "password": PASSWORDS[name]})
     assert response.status_code == 200
     return response.cookies
+
+
+@pytest.mark.slow
+def test_a_signed_in_ask_records_its_operator_and_only_they_continue_it(session_home, generator, kb_index,
+                                                                          tmp_path):
+    from gradio_client.exceptions import AppError
+
+    from agent.access import Accounts
+    from agent.pipeline import Agent
+    from agent.store import Store
+    from ui.app import build_app
+    from ui.render import CSS
+
+    settings = make_settings(session_home, database_url=f"sqlite:///{tmp_path / 'ask.db'}", auth="password",
+                             max_new_tokens=24)
+    with Store(settings.db_url) as store:
+        for name in ("alice", "bob"):
+            Accounts(store).add(name, "operator", PASSWORDS[name])
+        demo = build_app(settings, agent=Agent(settings, generator=generator, index=kb_index), store=store)
+        demo.queue(default_concurrency_limit=1)
+        _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", css=CSS, quiet=True,
+                                auth=demo.moments.gate.auth)
+        try:
+            alice = Client(url, auth=("alice", PASSWORDS["alice"]), verbose=False)
+            out = alice.predict("How long do I have to return an item?", "", False, "summary", api_name="/ask")
+            cid = out["conversation_id"]
+            alice.predict("And for electronics?", cid, False, "summary", api_name="/ask")
+            bob = Client(url, auth=("bob", PASSWORDS["bob"]), verbose=False)
+            with pytest.raises(AppError, match="of yours"):
+                bob.predict("Are orders free?", cid, False, "summary", api_name="/ask")
+            conv = store.get_conversation(uuid.UUID(cid))
+            assert (conv.operator, conv.channel) == ("alice", "api")
+            assert [t.role for t in conv.turns] == ["user", "assistant"] * 2
+            assert bob.predict(api_name="/conversations")["total"] == 0
+        finally:
+            demo.close()
