@@ -55,6 +55,27 @@ def test_users_are_kept_with_a_hash_and_a_role_on_both_back_ends(store):
         accounts.remove("alice")
 
 
+def test_api_keys_keep_only_a_hash_and_are_revocable_on_both_back_ends(store):
+    from agent.access import Accounts
+    from agent.store.errors import InvalidInputError, NotFoundError
+    from agent.store.users import get_api_key
+
+    accounts = Accounts(store)
+    key_id, secret = accounts.add_key("shop widget", created_by="admin")
+    public, secret_hash = get_api_key(store, key_id)
+    assert key_id.startswith("key-") and secret not in secret_hash and public.channel == "api"
+    assert accounts.authenticate_key(key_id, secret).label == "shop widget"
+    assert accounts.authenticate_key(key_id, secret[:-1]) is None
+    assert accounts.authenticate_key("key-000000000000", secret) is None
+    with pytest.raises(InvalidInputError, match="may not start"):  # a user cannot pass for a key
+        accounts.add(key_id, "admin", "some-long-password")
+    accounts.revoke_key(key_id)
+    assert accounts.authenticate_key(key_id, secret) is None and accounts.get_key(key_id) is None
+    assert [k.revoked_at is not None for k in accounts.api_keys()] == [True]
+    with pytest.raises(NotFoundError):
+        accounts.revoke_key("key-000000000000")
+
+
 def test_roles_include_the_ones_before_them():
     from agent.access import has_role
 
@@ -117,6 +138,24 @@ def test_moments_users_add_list_remove(tmp_path):
     assert "no users yet" in _cli("users", "list", db=db).stdout
 
 
+def test_moments_keys_add_list_revoke(tmp_path):
+    db = f"sqlite:///{tmp_path / 'keys.db'}"
+    added = _cli("keys", "add", "shop widget", "--by", "admin", db=db)
+    assert added.returncode == 0, added.stderr
+    key_id = added.stdout.split("key id:")[1].split()[0]
+    secret = added.stdout.split("secret:")[1].split()[0]
+    from agent.access import Accounts
+    from agent.store import Store
+
+    with Store(db) as store:
+        assert Accounts(store).authenticate_key(key_id, secret) is not None
+    assert f"{key_id}" in _cli("keys", "list", db=db).stdout and secret not in _cli("keys", "list", db=db).stdout
+    assert _cli("keys", "revoke", key_id, db=db).returncode == 0
+    assert "revoked" in _cli("keys", "list", db=db).stdout
+    with Store(db) as store:
+        assert Accounts(store).authenticate_key(key_id, secret) is None
+
+
 # --- the launched app --------------------------------------------------------------------------------------------
 
 
@@ -152,10 +191,13 @@ def app(session_home, tmp_path_factory):
     for name, role in ROLES.items():
         Accounts(store).add(name, role, PASSWORDS[name])
     convs = {name: _exchange(store, name, f"{name}'s question") for name in ("alice", "bob")}
+    key_id, secret = Accounts(store).add_key("shop widget", created_by="admin")
+    convs["key"] = _exchange(store, key_id, "the widget's question")
     demo, url = _launch(settings, store)
     clients = {name: Client(url, auth=(name, PASSWORDS[name]), verbose=False) for name in ROLES}
+    clients["key"] = Client(url, auth=(key_id, secret), verbose=False)
     try:
-        yield {"url": url, "store": store, "convs": convs, **clients}
+        yield {"url": url, "store": store, "convs": convs, "key_id": key_id, "secret": secret, **clients}
     finally:
         demo.close()
         store.close()
@@ -212,7 +254,7 @@ def test_only_reviewers_review_correct_and_export(app):
                                                                                    None)]
 
     table, _ = app["rita"].predict(*filters, 1, api_name="/review_search")
-    assert len(table["data"]) == 2  # a reviewer sees every conversation
+    assert len(table["data"]) == 3  # a reviewer sees every conversation
     # the reviewer is the signed-in user, whatever name is typed in the form
     app["rita"].predict(alice_turn, "down", ["outdated"], "", "Within 30 days.", "mallory", api_name="/review_rate")
     review = [f for f in app["store"].get_turn(alice_turn).feedback if f.source == "reviewer"]
@@ -231,6 +273,40 @@ def test_the_finetune_export_holds_only_corrections_by_reviewers(app):
     records = [json.loads(line) for line in Path(path).read_text().splitlines()]
     assert [r["messages"][1]["content"] for r in records] == ["Within 30 days."]
     assert records[0]["metadata"]["reviewer"] == "rita"
+
+
+def test_an_api_key_is_an_operator_on_the_api_channel_only(app):
+    from gradio_client.exceptions import AppError
+
+    key, (key_cid, _) = app["key"], app["convs"]["key"]
+    page = key.predict(api_name="/conversations")
+    assert [i["conversation_id"] for i in page["items"]] == [str(key_cid)]
+    assert key.predict(str(key_cid), api_name="/conversation")["turns"][1]["text"] == "Answer to the widget's question"
+    with pytest.raises(AppError, match="of yours"):
+        key.predict(str(app["convs"]["alice"][0]), api_name="/conversation")
+    with pytest.raises(AppError, match="needs the reviewer role"):
+        key.predict("", "any", "any", "any", "any", None, "", "", "", 1, api_name="/review_search")
+    before = app["store"].count_conversations()
+    out = key.predict("Hello?", [], True, api_name="/chat")  # the chat tab is not the api channel
+    status = [o for o in out if isinstance(o, str) and "mo-error" in o]  # the status line under the input
+    assert len(status) == 1 and "API keys are for the API endpoints" in status[0]
+    assert app["store"].count_conversations() == before
+    with pytest.raises(ValueError, match="Could not login"):
+        Client(app["url"], auth=(app["key_id"], app["secret"] + "x"), verbose=False)
+
+
+def test_a_revoked_key_is_refused_at_once(app):
+    from gradio_client.exceptions import AppError
+
+    from agent.access import Accounts
+
+    key = Client(app["url"], auth=(app["key_id"], app["secret"]), verbose=False)
+    assert key.predict(api_name="/conversations")["total"] == 1
+    Accounts(app["store"]).revoke_key(app["key_id"])
+    with pytest.raises(AppError, match="Sign in first"):
+        key.predict(api_name="/conversations")
+    with pytest.raises(ValueError, match="Could not login"):
+        Client(app["url"], auth=(app["key_id"], app["secret"]), verbose=False)
 
 
 def test_a_removed_user_is_refused_at_once(app):

@@ -8,7 +8,9 @@ network callers carry a request, and Gradio refuses those without a session befo
 
 Rules: an operator chats, and reads, continues, rates and hands over only their own conversations (by full id, never
 by prefix); a reviewer also reads every conversation, rates and corrects as a reviewer, and exports; an admin
-manages users (``moments users``).
+manages users (``moments users``) and API keys (``moments keys``). An API key (user name ``key-…``, its secret as
+the password: ``Client(url, auth=(key_id, secret))``) is an operator on the ``api`` channel only: the API endpoints,
+never the chat or review tabs; a revoked key is refused at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from agent.access import Accounts, has_role
+from agent.access import Accounts, has_role, is_key_id
 from agent.errors import MomentsError
 from agent.settings import Settings
 
@@ -29,11 +31,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Caller:
-    """The user behind a call: their name and role (``local``: authentication is off, or an in-process call)."""
+    """The user behind a call: their name and role (``local``: authentication is off, or an in-process call;
+    ``api_only``: an API key, which may use the API endpoints only, as an operator)."""
 
     name: str
     role: str
     local: bool = False
+    api_only: bool = False
 
     def can(self, role: str) -> bool:
         return has_role(self.role, role)
@@ -70,7 +74,10 @@ class Gate:
         """Gradio's sign-in check."""
         assert self.accounts is not None
         try:
-            ok = self.accounts.authenticate(name, password) is not None
+            if is_key_id(name):
+                ok = self.accounts.authenticate_key(name, password) is not None
+            else:
+                ok = self.accounts.authenticate(name, password) is not None
         except MomentsError:
             log.exception("sign-in check failed")
             return False
@@ -82,10 +89,12 @@ class Gate:
         if not self.enabled or request is None:
             return LOCAL
         name = getattr(request, "username", None)
-        user = self.accounts.get(name) if name and self.accounts is not None else None
+        if is_key_id(name) and self.accounts is not None and self.accounts.get_key(name) is not None:
+            return Caller(name=name, role="operator", api_only=True)
+        user = self.accounts.get(name) if name and not is_key_id(name) and self.accounts is not None else None
         if user is None:
-            raise gr.Error("Sign in first: this Moments server needs a user name and password (ask an admin for an "
-                           "account: `moments users add`).")
+            raise gr.Error("Sign in first: this Moments server needs a user name and password, or an API key that "
+                           "has not been revoked (ask an admin: `moments users add`, `moments keys add`).")
         return Caller(name=user.name, role=user.role)
 
     def require(self, request: gr.Request | None, role: str) -> Caller:
@@ -106,6 +115,14 @@ class Gate:
         if conv is None or conv.operator != caller.name:
             raise gr.Error(f"No conversation {conversation_id} of yours (an operator sees only their own "
                            "conversations).")
+
+    def ui_caller(self, request: gr.Request | None) -> Caller:
+        """The caller of a chat-tab handler: API keys are refused (they are scoped to the ``api`` channel)."""
+        caller = self.caller(request)
+        if caller.api_only:
+            raise gr.Error("API keys are for the API endpoints (/ask, /conversations, ...), not the chat tab; sign "
+                           "in as a user to chat.")
+        return caller
 
     def operator(self, caller: Caller) -> str | None:
         """What a new conversation records as its operator: the signed-in user (None when authentication is off)."""

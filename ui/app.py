@@ -66,7 +66,7 @@ class MomentsApp:
     # --------------------------------------------------------------------------------------- helpers
     def _conversation(self, state: dict, request: gr.Request | None) -> uuid.UUID | None:
         """The session's conversation (opened on the first message, with the signed-in user as its operator)."""
-        caller = self.gate.caller(request)
+        caller = self.gate.ui_caller(request)
         if self.store is None:
             return None
         if state.get("conversation_id"):
@@ -214,7 +214,7 @@ class MomentsApp:
         if not wanted or self.store is None:
             return self.new_conversation()
         try:
-            cid = self.api.conversation_id(wanted, self.gate.caller(request))
+            cid = self.api.conversation_id(wanted, self.gate.ui_caller(request))
             conv = self.store.get_conversation(cid)
         except (MomentsError, ValueError, gr.Error) as exc:
             return [], "", "", new_state(), _status(f"Could not reopen conversation {wanted!r}: {exc}", True), \
@@ -237,7 +237,7 @@ class MomentsApp:
         """Page load: who is signed in (with a sign-out link), and the review tab for reviewers only."""
         if not self.gate.enabled:
             return "", gr.update(visible=True)
-        caller = self.gate.caller(request)
+        caller = self.gate.ui_caller(request)
         line = (f"<div class='mo-legend'>Signed in as <b>{render.esc(caller.name)}</b> ({render.esc(caller.role)}) · "
                 "<a href='/logout'>sign out</a></div>")
         return line, gr.update(visible=caller.can("reviewer"))

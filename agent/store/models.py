@@ -251,6 +251,7 @@ class TurnTokensPublic(TurnTokensBase):
 
 
 class FeedbackBase(StoreModel):
+    """``author``: the signed-in user or API key who gave it (revision 0004; None before, or without sign-in)."""
     source: str = Field(sa_type=String(16))
     rating: str | None = Field(default=None, sa_type=String(8), index=True)
     reasons: list[str] = Field(default_factory=list, sa_type=JSON)
@@ -258,7 +259,6 @@ class FeedbackBase(StoreModel):
     corrected_answer: str | None = Field(default=None, sa_type=Text)
     reviewed: bool = Field(default=False, index=True)
     reviewer: str | None = Field(default=None, max_length=255)
-    #: the signed-in user who gave it (revision 0004); None for older rows and runs without authentication
     author: str | None = Field(default=None, max_length=255)
 
 
@@ -294,12 +294,9 @@ class FeedbackPublic(FeedbackBase):
     reviewed_at: datetime | None = None
 
 
-# --- User (revision 0004) -------------------------------------------------------------------------------------
-
-
+# --- User and ApiKey (revision 0004) ----------------------------------------------------------------------
 class User(StoreModel, table=True):
-    """A person who may sign in: a unique name, a role (:data:`agent.vocabulary.ROLES`) and an argon2 hash."""
-
+    """A person who may sign in: a unique name, a role (:data:`agent.vocabulary.USER_ROLES`), an argon2 hash."""
     __tablename__ = "app_user"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -311,10 +308,33 @@ class User(StoreModel, table=True):
 
 class UserPublic(StoreModel):
     """A user as the store hands it out (never the hash)."""
-
     name: str
     role: str
     created_at: datetime
+
+
+class ApiKey(StoreModel, table=True):
+    """An app's API key: public id (``key-…``), SHA-256 of its secret; revoked ones stay, with ``revoked_at``."""
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: str = Field(max_length=32, unique=True, index=True)
+    secret_hash: str = Field(max_length=64)
+    label: str = Field(max_length=255)
+    created_by: str | None = Field(default=None, max_length=255)
+    channel: str = Field(default="api", sa_type=String(16))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApiKeyPublic(StoreModel):
+    """An API key as the store hands it out (never the secret or its hash)."""
+    key_id: str
+    label: str
+    created_by: str | None
+    channel: str
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 # --- Read models with children --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The store's user accounts (table ``app_user``, revision 0004): add, list, look up and remove users.
+"""The store's user accounts and API keys (tables ``app_user`` and ``api_key``, revision 0004): add, list, look up,
+remove users; add, list, look up and revoke keys.
 
 The store keeps names, roles and password *hashes* only; hashing and checking passwords is :mod:`agent.access`'s
 job. Every function takes an open :class:`~agent.store.Store` and is one transaction, like the store's own methods.
@@ -9,8 +10,9 @@ from __future__ import annotations
 from sqlmodel import Session, func, select
 
 from agent.store.errors import InvalidInputError, NotFoundError
-from agent.store.models import User, UserPublic
+from agent.store.models import ApiKey, ApiKeyPublic, User, UserPublic
 from agent.store.store import Store
+from agent.store.types import utcnow
 from agent.vocabulary import USER_ROLES
 
 MAX_NAME = 255
@@ -76,3 +78,52 @@ def remove_user(store: Store, name: str) -> None:
         session.delete(user)
 
     store._write("remove the user", write)
+
+
+def _key_public(key: ApiKey) -> ApiKeyPublic:
+    return ApiKeyPublic(key_id=key.key_id, label=key.label, created_by=key.created_by, channel=key.channel,
+                        created_at=key.created_at, revoked_at=key.revoked_at)
+
+
+def add_api_key(store: Store, key_id: str, secret_hash: str, label: str, created_by: str | None) -> ApiKeyPublic:
+    """Record a new API key (its secret's hash only)."""
+    label = (label or "").strip()
+    if not label or len(label) > MAX_NAME or not label.isprintable():
+        raise InvalidInputError(f"invalid key label {label!r}: use 1 to {MAX_NAME} printable characters")
+
+    def write(session: Session) -> ApiKeyPublic:
+        key = ApiKey(key_id=key_id, secret_hash=secret_hash, label=label, created_by=created_by)
+        session.add(key)
+        session.flush()
+        return _key_public(key)
+
+    return store._write("add the API key", write)
+
+
+def get_api_key(store: Store, key_id: str) -> tuple[ApiKeyPublic, str] | None:
+    """The key ``key_id`` (revoked or not) and its secret's hash, or None."""
+
+    def read(session: Session) -> tuple[ApiKeyPublic, str] | None:
+        key = session.exec(select(ApiKey).where(ApiKey.key_id == (key_id or "").strip())).first()
+        return None if key is None else (_key_public(key), key.secret_hash)
+
+    return store._read("read the API key", read)
+
+
+def list_api_keys(store: Store) -> list[ApiKeyPublic]:
+    return store._read("list the API keys", lambda session: [_key_public(k) for k in session.exec(
+        select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)).all()])
+
+
+def revoke_api_key(store: Store, key_id: str) -> None:
+    """Revoke a key (it stays listed, with the time); a missing one raises :class:`NotFoundError`."""
+
+    def write(session: Session) -> None:
+        key = session.exec(select(ApiKey).where(ApiKey.key_id == (key_id or "").strip())).first()
+        if key is None:
+            raise NotFoundError(f"no API key {key_id!r} (`moments keys list` shows them)")
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            session.add(key)
+
+    store._write("revoke the API key", write)
