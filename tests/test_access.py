@@ -403,3 +403,44 @@ def test_a_signed_in_ask_records_its_operator_and_only_they_continue_it(session_
             assert bob.predict(api_name="/conversations")["total"] == 0
         finally:
             demo.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_fresh_moments_serve_prints_an_admin_password_that_signs_in(session_home, kb_index, tmp_path):
+    """The first start on an empty store, as ``make run`` does it: the admin's password is on the terminal once, and
+    it signs in; a caller without it is refused."""
+    import re
+    import socket
+    import time
+
+    from gradio_client.exceptions import AuthenticationError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MOMENTS_AUTH": "password", "MOMENTS_HOME": str(session_home),
+           "MOMENTS_DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}"}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "ui.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(url + "config").status_code == 401:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        out = log_path.read_text()
+        found = re.search(r"created the user 'admin'.*?\n\n    (\S+)\n", out, re.DOTALL)
+        assert found, out[-3000:]
+        with pytest.raises(AuthenticationError):
+            Client(url, verbose=False)
+        admin = Client(url, auth=("admin", found.group(1)), verbose=False)
+        assert admin.predict(api_name="/conversations")["total"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
