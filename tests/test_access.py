@@ -350,6 +350,15 @@ def test_with_auth_none_anyone_gets_in_and_the_page_says_so(session_home, tmp_pa
             demo.close()
 
 
+def test_sign_in_without_a_store_refuses_to_start_and_says_what_to_do(session_home):
+    from agent.errors import MomentsError
+    from ui.access import Gate
+
+    with pytest.raises(MomentsError, match="MOMENTS_AUTH=none"):
+        Gate(make_settings(session_home, auth="password"), None)
+    assert Gate(make_settings(session_home, auth="none"), None).auth is None
+
+
 def test_the_auth_setting_accepts_only_password_or_none(session_home):
     from agent.settings import SettingsError, load_settings
 
