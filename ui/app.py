@@ -10,6 +10,9 @@ abstained replies offer "Hand over to a colleague" (status ``escalated``). The p
 (``?c=<id>``): a reload or a shared link restores it from the store, explanations included. Thumbs are idempotent:
 one operator rating per reply, un-clicking withdraws it.
 
+Sign-in (``MOMENTS_AUTH``, :mod:`ui.access`): :func:`serve` launches with ``auth=`` the gate's check and creates the
+first admin on an empty store (:func:`first_admin`); every handler asks the gate who calls and what they may do.
+
 Named endpoints: ``/chat`` (the chat tab's streamed turn), the typed API (``/ask``, ``/ask_stream``, ``/retrieve``,
 ``/feedback``, ``/conversations``, ``/conversation``, ``/handover``) and the review tab's (see :mod:`ui.review`).
 """
