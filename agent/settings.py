@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file moments.db in the data home."
     )
+    auth: Literal["password", "none"] = Field(
+        default="password",
+        description="Who may use the app and API: 'password' (users with roles, `moments users add`; the first "
+        "start creates an admin and logs its password once) or 'none' (no sign-in at all: a single-user local "
+        "run, and the page says so).",
+    )
     quantize: bool = Field(
         default=False, description="int8 dynamic quantization of Linear layers (CPU; uses the 'hf' decoder). Changes "
         "the replies: the fp32 re-scoring that explains them agreed on 64% of their tokens (bench/results/speed.md)."

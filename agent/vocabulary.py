@@ -19,6 +19,9 @@ TurnStatus = Literal["ok", "abstained", "error"]
 FeedbackSource = Literal["operator", "reviewer", "api"]
 Rating = Literal["up", "down"]
 Reason = Literal["wrong source", "incomplete", "outdated", "other", "wrong fact", "tone"]
+#: What a signed-in user may do: operator (chats, sees own conversations), reviewer (+ Review tab, every
+#: conversation, ratings, corrections, export), admin (+ users and API keys). Each role includes the ones before it.
+UserRole = Literal["operator", "reviewer", "admin"]
 
 CHANNELS: tuple[str, ...] = get_args(Channel)
 CONVERSATION_STATUSES: tuple[str, ...] = get_args(ConversationStatus)
@@ -26,6 +29,7 @@ TURN_STATUSES: tuple[str, ...] = get_args(TurnStatus)
 FEEDBACK_SOURCES: tuple[str, ...] = get_args(FeedbackSource)
 RATINGS: tuple[str, ...] = get_args(Rating)
 REASONS: tuple[str, ...] = get_args(Reason)
+USER_ROLES: tuple[str, ...] = get_args(UserRole)
 #: Conversation statuses that an abstained answer does not overwrite.
 FINAL_STATUSES: tuple[str, ...] = ("escalated", "resolved")
 #: Best-passage score (cosine) under which an answer counts as weakly retrieved (``moments logs stats``).

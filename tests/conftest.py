@@ -3,7 +3,8 @@
 Models are provisioned once per machine in the shared model cache (``~/.cache/moments/models``, or
 ``MOMENTS_TEST_MODELS`` when set) so that every test session reuses the converted safetensors; everything else
 (index, database, training caches) lives in a temporary data home per session: ``MOMENTS_HOME`` points there for
-the whole session, so even a bare ``Settings()`` never writes under ``~``. Nothing reaches the network: model hubs
+the whole session, so even a bare ``Settings()`` never writes under ``~``; ``MOMENTS_AUTH=none`` likewise (only
+the access tests sign in). Nothing reaches the network: model hubs
 are offline, Gradio's analytics are off, and the provisioning tests give pip a local, empty index.
 
 Markers (``pytest -m "not slow and not browser"`` is the fast lane, see the README): ``slow`` — runs the real
@@ -64,6 +65,8 @@ def session_home(tmp_path_factory) -> Iterator[Path]:
         mp.setenv("MOMENTS_HOME", str(home))
         mp.setenv("MOMENTS_MODELS_PATH", str(MODELS))
         mp.setenv("HF_HOME", str(home / "huggingface"))
+        # authentication off for every test but the access tests, which turn it on explicitly
+        mp.setenv("MOMENTS_AUTH", "none")
         yield home
 
 

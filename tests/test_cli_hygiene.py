@@ -83,8 +83,9 @@ def hostile_db(tmp_path) -> tuple[str, str]:
                        "score": 0.71}],
             explanation={"tokens": []}, explanation_method="shapley", confidence=0.8, grounded_share=0.5,
             top_doc_id=f"orders{CLEAR}")
-        store.add_feedback(answer, source="api", rating="down", comment=f"bad{TITLE}",
-                           corrected_answer=f"Fixed{CLEAR}")
+        # a reviewer's correction: only those go into the fine-tune export
+        store.add_feedback(answer, source="reviewer", rating="down", comment=f"bad{TITLE}",
+                           corrected_answer=f"Fixed{CLEAR}", reviewed=True, reviewer=f"carol{TITLE}")
     return url, str(cid)
 
 

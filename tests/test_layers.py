@@ -127,6 +127,7 @@ RANKS = {
     "agent.conversation": 7,
     "agent.pipeline": 6,
     "agent.training": 6,
+    "agent.access": 6,  # users and passwords, on top of the store (ui.access checks callers with it)
     "agent.store": 5,
     "agent.turn": 4,
     "agent.attribution": 3,

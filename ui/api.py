@@ -35,6 +35,7 @@ from agent.settings import Settings
 from agent.turn import TurnResult
 from agent.vocabulary import RATINGS
 from retrieval.types import Hit
+from ui.access import Caller, Gate
 from ui.confidence import grade
 from ui.handover import handover_summary
 
@@ -213,8 +214,10 @@ def full_conversation_id(value: str | None) -> uuid.UUID | None:
 class MomentsApi:
     """The endpoint handlers, bound to one agent and store."""
 
-    def __init__(self, settings: Settings, runner: ConversationRunner, store_error: str | None = None) -> None:
+    def __init__(self, settings: Settings, runner: ConversationRunner, store_error: str | None = None,
+                 gate: Gate | None = None) -> None:
         self.settings, self.runner, self.store_error = settings, runner, store_error
+        self.gate = gate or Gate.disabled()
 
     @property
     def store(self):
@@ -226,15 +229,22 @@ class MomentsApi:
                            "MOMENTS_DATABASE_URL to a database Moments can open, then restart.")
         return self.store
 
-    def conversation_id(self, value: str) -> uuid.UUID:
-        """A stored conversation's id from a full id or a unique prefix; a clear error otherwise."""
+    def conversation_id(self, value: str, caller: Caller, *, write: bool = False) -> uuid.UUID:
+        """A stored conversation's id the caller may use: reviewers (and local runs) may give a unique prefix,
+        operators the full id of one of their own conversations; a clear error otherwise."""
         store = self.need_store()
         if not value or not value.strip():
             raise gr.Error("Give a conversation_id (from /ask or /conversations).")
+        if not (caller.local or caller.can("reviewer")):
+            cid = full_conversation_id(value)
+            self.gate.check_owner(caller, cid, write=write)
+            return cid
         try:
-            return store.resolve_conversation_id(value.strip())
+            cid = store.resolve_conversation_id(value.strip())
         except (MomentsError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
+        self.gate.check_owner(caller, cid, write=write)
+        return cid
 
     def turn_out(self, result: TurnResult, detail: str) -> AskOut:
         return AskOut(question=result.question, answer=result.answer, status=result.status,
@@ -243,24 +253,29 @@ class MomentsApi:
                       explanation=compact_explanation(result.explanation, detail),
                       timings={k: round(v, 1) for k, v in result.timings.items()})
 
-    def _begin(self, question: str, conversation_id: str, detail: str) -> tuple[str, uuid.UUID | None]:
-        """Check an ask request and open its conversation (when new): the question and the conversation id."""
+    def _begin(self, question: str, conversation_id: str, detail: str,
+               request: gr.Request | None) -> tuple[str, uuid.UUID | None]:
+        """Check an ask request (the caller may continue only their own conversation) and open its conversation
+        (when new, recording the caller as its operator): the question and the conversation id."""
+        caller = self.gate.caller(request)
         if detail not in DETAILS:
             raise gr.Error(f"detail must be one of {', '.join(DETAILS)} (got {detail!r}).")
         try:
             question = self.runner.agent.validate(question)
             cid = full_conversation_id(conversation_id)
+            if cid is not None:
+                self.gate.check_owner(caller, cid, write=True)
             if self.store is not None and cid is None:
-                cid = self.runner.start(channel="api")
+                cid = self.runner.start(channel="api", operator=self.gate.operator(caller))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
         return question, cid
 
     def ask(self, question: str, conversation_id: str = "", explain: bool = False,
-            detail: str = "summary") -> AskOut:
+            detail: str = "summary", request: gr.Request = None) -> AskOut:
         """Answer one question; pass the returned conversation_id back to continue the conversation. With explain,
         the explanation comes in the compact format at the given detail (summary, tokens or full)."""
-        question, cid = self._begin(question, conversation_id, detail)
+        question, cid = self._begin(question, conversation_id, detail, request)
         try:
             result = self.runner.ask(cid, question, explain=bool(explain))
         except MomentsError as exc:
@@ -268,10 +283,10 @@ class MomentsApi:
         return self.turn_out(result, detail)
 
     def ask_stream(self, question: str, conversation_id: str = "", explain: bool = False,
-                   detail: str = "summary") -> Iterator[StreamEvent]:
+                   detail: str = "summary", request: gr.Request = None) -> Iterator[StreamEvent]:
         """/ask, streamed: events {kind: "token", text} as the reply is written, {kind: "explaining"} while the
         explanation is computed, then {kind: "done", result} with the same object /ask returns."""
-        question, cid = self._begin(question, conversation_id, detail)
+        question, cid = self._begin(question, conversation_id, detail, request)
         try:
             for event in self.runner.stream(cid, question, explain=bool(explain)):
                 if event.kind == "token":
@@ -283,8 +298,9 @@ class MomentsApi:
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
 
-    def retrieve(self, question: str, top_k: int = 0) -> list[PassageOut]:
+    def retrieve(self, question: str, top_k: int = 0, request: gr.Request = None) -> list[PassageOut]:
         """The passages the knowledge base holds for a question, best first (no answer is written)."""
+        self.gate.caller(request)
         try:
             question = self.runner.agent.validate(question)
         except MomentsError as exc:
@@ -293,25 +309,44 @@ class MomentsApi:
         return passage_out(self.runner.agent.index.search(question, min(k, 50)))
 
     def feedback(self, turn_id: int, rating: str, reasons: str = "", comment: str = "",
-                 corrected: str = "") -> FeedbackOut:
+                 corrected: str = "", request: gr.Request = None) -> FeedbackOut:
         """Rate a stored answer: rating up or down, reasons comma-separated (wrong source, incomplete, outdated,
-        other), an optional comment and corrected answer."""
-        store = self.need_store()
+        other), an optional comment and corrected answer. Operators rate answers of their own conversations; only
+        reviewers may give a corrected answer (it becomes training data)."""
+        store, caller = self.need_store(), self.gate.caller(request)
         if rating not in RATINGS:
             raise gr.Error(f"rating must be {' or '.join(repr(r) for r in RATINGS)}.")
+        reviewer = caller.can("reviewer") and not caller.local
+        if corrected and not (reviewer or caller.local):
+            raise gr.Error("Not allowed: only reviewers give corrected answers.")
+        self._check_turn(caller, turn_id)
         try:
             fid = store.add_feedback(int(turn_id), source="api", rating=rating,
                                      reasons=[r.strip() for r in reasons.split(",") if r.strip()],
-                                     comment=comment or None, corrected_answer=corrected or None)
+                                     comment=comment or None, corrected_answer=corrected or None,
+                                     reviewed=bool(reviewer and corrected), reviewer=caller.name if reviewer else None,
+                                     author=self.gate.operator(caller))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
         return FeedbackOut(feedback_id=fid, turn_id=int(turn_id), rating=rating)
 
+    def _check_turn(self, caller: Caller, turn_id: int) -> None:
+        """Refuse feedback on a turn of someone else's conversation (reviewers may rate any)."""
+        if caller.local or caller.can("reviewer"):
+            return
+        turn = self.store.get_turn(int(turn_id))
+        if turn is None:
+            raise gr.Error(f"No turn {turn_id} of yours.")
+        self.gate.check_owner(caller, turn.conversation_id, write=True)
+
     def conversations(self, status: str = "", channel: str = "", since: str = "", until: str = "", text: str = "",
-                      limit: int = 20, offset: int = 0) -> PageOut:
-        """Stored conversations, most recently active first: filters (empty = any), dates as 2026-12-01, paging."""
-        store = self.need_store()
+                      limit: int = 20, offset: int = 0, request: gr.Request = None) -> PageOut:
+        """Stored conversations, most recently active first: filters (empty = any), dates as 2026-12-01, paging.
+        An operator sees only their own."""
+        store, caller = self.need_store(), self.gate.caller(request)
         filters = {k: v for k, v in (("status", status), ("channel", channel), ("text", text)) if v}
+        if not (caller.local or caller.can("reviewer")):
+            filters["operator"] = caller.name
         filters.update({k: v for k, v in (("since", parse_when(since, "since")),
                                           ("until", parse_when(until, "until", end=True))) if v})
         try:
@@ -325,9 +360,12 @@ class MomentsApi:
                                         last_confidence=sig(c.last_confidence)) for c in rows]
         return PageOut(total=total, offset=max(0, int(offset)), items=items)
 
-    def conversation(self, conversation_id: str, detail: str = "summary") -> ConversationOut:
-        """One stored conversation, every turn with its passages, confidence, explanation and feedback."""
-        store, cid = self.need_store(), self.conversation_id(conversation_id)
+    def conversation(self, conversation_id: str, detail: str = "summary",
+                     request: gr.Request = None) -> ConversationOut:
+        """One stored conversation, every turn with its passages, confidence, explanation and feedback (an
+        operator: one of their own, by its full id)."""
+        store = self.need_store()
+        cid = self.conversation_id(conversation_id, self.gate.caller(request))
         conv = store.get_conversation(cid)
         turns = []
         for t in sorted(conv.turns, key=lambda t: t.index):
@@ -342,17 +380,19 @@ class MomentsApi:
         return ConversationOut(conversation_id=str(conv.id), title=conv.title or "", channel=conv.channel,
                                status=conv.status, turns=turns)
 
-    def handover(self, conversation_id: str, note: str = "") -> HandoverOut:
+    def handover(self, conversation_id: str, note: str = "", request: gr.Request = None) -> HandoverOut:
         """Hand a conversation over to a colleague: its status becomes escalated; the summary (question, what was
         tried, passages) is what Review shows the colleague. A note is kept with the last answer."""
-        store, cid = self.need_store(), self.conversation_id(conversation_id)
+        store, caller = self.need_store(), self.gate.caller(request)
+        cid = self.conversation_id(conversation_id, caller)
         try:
             store.set_status(cid, "escalated")
             conv = store.get_conversation(cid)
             answers = [t for t in conv.turns if t.role == "assistant"]
             if note and note.strip() and answers:
                 last = max(answers, key=lambda t: t.index)
-                store.add_feedback(last.id, source="operator", comment=f"Hand-over note: {note.strip()}")
+                store.add_feedback(last.id, source="operator", comment=f"Hand-over note: {note.strip()}",
+                                   author=self.gate.operator(caller))
                 conv = store.get_conversation(cid)
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc

@@ -10,6 +10,9 @@ abstained replies offer "Hand over to a colleague" (status ``escalated``). The p
 (``?c=<id>``): a reload or a shared link restores it from the store, explanations included. Thumbs are idempotent:
 one operator rating per reply, un-clicking withdraws it.
 
+Sign-in (``MOMENTS_AUTH``, :mod:`ui.access`): :func:`serve` launches with ``auth=`` the gate's check and creates the
+first admin on an empty store (:func:`first_admin`); every handler asks the gate who calls and what they may do.
+
 Named endpoints: ``/chat`` (the chat tab's streamed turn), the typed API (``/ask``, ``/ask_stream``, ``/retrieve``,
 ``/feedback``, ``/conversations``, ``/conversation``, ``/handover``) and the review tab's (see :mod:`ui.review`).
 """
@@ -28,6 +31,7 @@ from agent.pipeline import Agent
 from agent.settings import Settings
 from agent.turn import TurnResult
 from ui import render
+from ui.access import Gate
 from ui.api import MomentsApi, streamed
 from ui.confidence import grade
 from ui.layout import ChatTab, build_layout
@@ -50,23 +54,29 @@ def _status(message: str, error: bool = False) -> str:
 class MomentsApp:
     """Chat-tab handlers, bound to one agent and store (so tests can build several apps)."""
 
-    def __init__(self, settings: Settings, agent: Agent, store=None, store_error: str | None = None) -> None:
+    def __init__(self, settings: Settings, agent: Agent, store=None, store_error: str | None = None,
+                 gate: Gate | None = None) -> None:
         self.settings = settings
         self.agent = agent
         self.store = store
         self.store_error = store_error
+        self.gate = gate or Gate.disabled()
         self.runner = ConversationRunner(agent, store)
-        self.api = MomentsApi(settings, self.runner, store_error)
+        self.api = MomentsApi(settings, self.runner, store_error, self.gate)
         #: the typed endpoints' handlers, also reachable here (embedding code and tests call ``app.ask(...)``)
         self.ask, self.feedback = self.api.ask, self.api.feedback
 
     # --------------------------------------------------------------------------------------- helpers
-    def _conversation(self, state: dict) -> uuid.UUID | None:
+    def _conversation(self, state: dict, request: gr.Request | None) -> uuid.UUID | None:
+        """The session's conversation (opened on the first message, with the signed-in user as its operator)."""
+        caller = self.gate.ui_caller(request)
         if self.store is None:
             return None
         if state.get("conversation_id"):
-            return uuid.UUID(state["conversation_id"])
-        cid = self.runner.start(channel="ui")
+            cid = uuid.UUID(state["conversation_id"])
+            self.gate.check_owner(caller, cid, write=True)
+            return cid
+        cid = self.runner.start(channel="ui", operator=self.gate.operator(caller))
         state["conversation_id"] = str(cid)
         return cid
 
@@ -76,15 +86,15 @@ class MomentsApp:
         return f"{render.esc(result.answer)}\n\n{render.badge_html(g)}"
 
     # --------------------------------------------------------------------------------------- chat tab
-    def chat(self, message: str, messages: list[dict], state: dict, explain: bool):
+    def chat(self, message: str, messages: list[dict], state: dict, explain: bool, request: gr.Request = None):
         """Streamed chat turn: yields (textbox, chatbot, passages, explanation, state, status, hand-over button,
         conversation id). Invalid input changes nothing but the status line under the input."""
         state = state or new_state()
         messages = list(messages or [])
         try:
             question = self.agent.validate(message)
-            cid = self._conversation(state)
-        except MomentsError as exc:
+            cid = self._conversation(state, request)
+        except (MomentsError, gr.Error) as exc:
             yield (gr.skip(),) * 5 + (_status(str(exc), error=True), gr.skip(), gr.skip())
             return
         messages += [{"role": "user", "content": render.esc(question)}, {"role": "assistant", "content": ""}]
@@ -141,7 +151,8 @@ class MomentsApp:
         i = index if isinstance(index, int) else index[0]
         return (state or {}).get("turn_ids", {}).get(str(i))
 
-    def _rate(self, state: dict, turn_id: int, rating: str | None, reasons: list[str], comment: str) -> None:
+    def _rate(self, state: dict, turn_id: int, rating: str | None, reasons: list[str], comment: str,
+              request: gr.Request | None = None) -> None:
         """Make the operator's feedback on ``turn_id`` exactly this (replacing any earlier one; nothing when
         rating, reasons and comment are all empty)."""
         old = state["feedback"].pop(str(turn_id), None)
@@ -150,9 +161,10 @@ class MomentsApp:
         state["ratings"][str(turn_id)] = rating
         if rating or reasons or comment:
             state["feedback"][str(turn_id)] = self.store.add_feedback(
-                turn_id, source="operator", rating=rating, reasons=reasons, comment=comment or None)
+                turn_id, source="operator", rating=rating, reasons=reasons, comment=comment or None,
+                author=self.gate.operator(self.gate.caller(request)))
 
-    def like(self, state: dict, data: gr.LikeData) -> tuple[dict, str]:
+    def like(self, state: dict, data: gr.LikeData, request: gr.Request = None) -> tuple[dict, str]:
         """Thumbs on a bot message: like → up, dislike → down, un-click → the rating is withdrawn (never flipped)."""
         state = state or new_state()
         turn_id = self._turn_of(state, data.index)
@@ -160,14 +172,15 @@ class MomentsApp:
             return state, _status("Feedback not recorded: this reply is not stored.", error=True)
         rating = "up" if data.liked is True else "down" if data.liked is False else None
         try:
-            self._rate(state, turn_id, rating, [], "")
-        except MomentsError as exc:
+            self._rate(state, turn_id, rating, [], "", request)
+        except (MomentsError, gr.Error) as exc:
             return state, _status(f"Feedback not recorded: {exc}", error=True)
         state["turn"] = turn_id
         word = {"up": "thumbs up", "down": "thumbs down", None: "rating withdrawn"}[rating]
         return state, _status(f"Feedback on reply {turn_id}: {word}. Add reasons or a comment below if you like.")
 
-    def send_feedback(self, state: dict, reasons: list[str], comment: str) -> tuple[dict, str, Any, str]:
+    def send_feedback(self, state: dict, reasons: list[str], comment: str,
+                      request: gr.Request = None) -> tuple[dict, str, Any, str]:
         """The feedback form: reasons and a comment on the reply last answered, rated or selected."""
         state = state or new_state()
         turn_id = state.get("turn")
@@ -176,19 +189,19 @@ class MomentsApp:
                 gr.skip(), gr.skip()
         try:
             self._rate(state, turn_id, state["ratings"].get(str(turn_id)), list(reasons or []),
-                       (comment or "").strip())
-        except MomentsError as exc:
+                       (comment or "").strip(), request)
+        except (MomentsError, gr.Error) as exc:
             return state, _status(f"Feedback not recorded: {exc}", error=True), gr.skip(), gr.skip()
         return state, _status(f"Feedback on reply {turn_id} saved."), [], ""
 
     # --------------------------------------------------------------------------------------- conversation
-    def hand_over(self, state: dict) -> tuple[str, Any]:
+    def hand_over(self, state: dict, request: gr.Request = None) -> tuple[str, Any]:
         """The chat tab's "Hand over to a colleague" button (see :meth:`ui.api.MomentsApi.handover`)."""
         cid = (state or {}).get("conversation_id")
         if not cid:
             return _status("Nothing to hand over yet.", error=True), gr.skip()
         try:
-            out = self.api.handover(cid)
+            out = self.api.handover(cid, request=request)
         except gr.Error as exc:
             return _status(str(exc), error=True), gr.skip()
         return _status(f"Handed over to a colleague (conversation escalated). Summary for them: {out['summary']}"), \
@@ -204,9 +217,9 @@ class MomentsApp:
         if not wanted or self.store is None:
             return self.new_conversation()
         try:
-            cid = self.store.resolve_conversation_id(wanted)
+            cid = self.api.conversation_id(wanted, self.gate.ui_caller(request))
             conv = self.store.get_conversation(cid)
-        except (MomentsError, ValueError) as exc:
+        except (MomentsError, ValueError, gr.Error) as exc:
             return [], "", "", new_state(), _status(f"Could not reopen conversation {wanted!r}: {exc}", True), \
                 gr.update(visible=False), ""
         state, messages, last = new_state(), [], None
@@ -222,6 +235,15 @@ class MomentsApp:
         offer = last is not None and conv.status != "escalated" and grade(last, self.settings).offer_handover
         note = f"Reopened conversation {cid} ({conv.status})."
         return messages, passages, explanation, state, _status(note), gr.update(visible=offer), str(cid)
+
+    def signed_in(self, request: gr.Request = None) -> tuple[str, Any]:
+        """Page load: who is signed in (with a sign-out link), and the review tab for reviewers only."""
+        if not self.gate.enabled:
+            return "", gr.update(visible=True)
+        caller = self.gate.ui_caller(request)
+        line = (f"<div class='mo-legend'>Signed in as <b>{render.esc(caller.name)}</b> ({render.esc(caller.role)}) · "
+                "<a href='/logout'>sign out</a></div>")
+        return line, gr.update(visible=caller.can("reviewer"))
 
     def select(self, state: dict, data: gr.SelectData):
         """Clicking a bot message shows its explanation and passages (and points the feedback form at it)."""
@@ -241,12 +263,14 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
     store_error = None
     if store is None and open_store:
         store, store_error = try_open_store(settings)
-    app = MomentsApp(settings, agent, store, store_error)
+    gate = Gate(settings, store) if settings.auth != "none" else Gate.disabled()
+    app = MomentsApp(settings, agent, store, store_error, gate)
     with gr.Blocks(title="Moments") as demo:
-        tab: ChatTab = build_layout(store_error, Review(store, store_error, settings))
+        tab: ChatTab = build_layout(store_error, Review(store, store_error, settings, gate), auth=gate.enabled)
         wire(app, tab)
         demo.load(app.restore, outputs=[tab.chatbot, tab.passages, tab.explanation, tab.state, tab.status,
                                          tab.handover, tab.cid], api_visibility="private")
+        demo.load(app.signed_in, outputs=[tab.who, tab.review_tab], api_visibility="private")
         for name in ("ask", "retrieve", "feedback", "conversations", "conversation", "handover"):
             gr.api(getattr(app.api, name), api_name=name)
         gr.api(streamed(app.api.ask_stream), api_name="ask_stream")
@@ -285,6 +309,23 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, share: 
     agent = Agent(settings)
     agent.warm_up()
     demo = build_app(settings, agent=agent)
+    gate = demo.moments.gate
+    if gate.enabled:
+        first_admin(gate)
+    else:
+        log.warning("authentication is OFF (MOMENTS_AUTH=none): anyone who can reach %s:%s uses Moments as admin",
+                    host, port)
     demo.queue(default_concurrency_limit=1)
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
-                       css=render.CSS, footer_links=["api"], show_error=True)
+                       css=render.CSS, footer_links=["api"], show_error=True, auth=gate.auth,
+                       auth_message="Sign in to Moments (an admin adds users with `moments users add`).")
+
+
+def first_admin(gate: Gate) -> str | None:
+    """On the first start (no users in the store), create the ``admin`` user and log its random password once."""
+    password = gate.accounts.first_admin()
+    if password is not None:
+        log.warning("\n%s\nFirst start: created the user 'admin' (role admin) with the password\n\n    %s\n\n"
+                    "It is shown only this once: sign in with it, then add users with `moments users add NAME --role "
+                    "operator|reviewer|admin`.\n%s", "=" * 72, password, "=" * 72)
+    return password

@@ -36,6 +36,9 @@ class ChatTab:
     save_feedback: gr.Button
     explanation: gr.HTML
     passages: gr.HTML
+    #: the signed-in user line, and the review tab (shown to reviewers only)
+    who: gr.HTML
+    review_tab: gr.Tab
 
 
 def _conversation_column(state: gr.State) -> dict:
@@ -60,10 +63,19 @@ def _conversation_column(state: gr.State) -> dict:
             "save_feedback": save_feedback}
 
 
-def build_layout(store_error: str | None, review: Review) -> ChatTab:
-    """Lay out the page inside the current ``gr.Blocks``; the chat tab's components."""
+#: Shown on every page when ``MOMENTS_AUTH=none``.
+AUTH_OFF = ("Authentication is off (MOMENTS_AUTH=none): anyone who can open this page uses it as an admin. Use this "
+            "only for a single-user local run.")
+
+
+def build_layout(store_error: str | None, review: Review, auth: bool = True) -> ChatTab:
+    """Lay out the page inside the current ``gr.Blocks``; the chat tab's components (``auth``: whether users sign
+    in; without it the page says so)."""
     state = gr.State({"conversation_id": None, "turn_ids": {}, "feedback": {}, "ratings": {}, "turn": None})
     gr.Markdown("## Moments — answers from the help centre, explained token by token")
+    who = gr.HTML(elem_id="mo-who")
+    if not auth:
+        gr.HTML(f"<div class='mo-warn' id='mo-auth-off'>{render.esc(AUTH_OFF)}</div>")
     if store_error:
         gr.HTML(render.error_html(f"Conversations are NOT being stored: {store_error}"))
     with gr.Tab("Chat"):  # noqa: SIM117 - nesting mirrors the page layout
@@ -75,6 +87,6 @@ def build_layout(store_error: str | None, review: Review) -> ChatTab:
                 explanation = gr.HTML(label="Explanation", elem_id="mo-explanation", js_on_load=render.INSPECTOR_JS)
                 gr.Markdown("### Passages")
                 passages = gr.HTML(label="Passages", elem_id="mo-passages")
-    with gr.Tab("Review"):
+    with gr.Tab("Review", visible=not auth) as review_tab:
         build_review_tab(review)
-    return ChatTab(explanation=explanation, passages=passages, **parts)
+    return ChatTab(explanation=explanation, passages=passages, who=who, review_tab=review_tab, **parts)

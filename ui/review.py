@@ -23,6 +23,7 @@ from agent.settings import Settings
 from agent.store import StatsPublic, TurnPublic
 from agent.vocabulary import RATINGS, REASONS
 from ui import render
+from ui.access import Gate
 from ui.api import parse_when
 from ui.handover import handover_summary
 
@@ -76,21 +77,26 @@ class Query:
 class Review:
     """Review handlers over a conversation store (or a message saying there is none)."""
 
-    def __init__(self, store=None, store_error: str | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, store=None, store_error: str | None = None, settings: Settings | None = None,
+                 gate: Gate | None = None) -> None:
         self.store = store
         self.store_error = store_error
         self.settings = settings or Settings()
+        self.gate = gate or Gate.disabled()
 
-    def _need_store(self):
+    def _need_store(self, request: gr.Request | None = None):
+        """The store, for a caller with the reviewer role (every review handler is for reviewers only)."""
+        self.gate.require(request, "reviewer")
         if self.store is None:
             raise gr.Error(f"No conversation store: {self.store_error or 'none configured'}.")
         return self.store
 
     def search(self, text: str, status: str, channel: str, rating: str, reviewed: str,
                confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
-               page: float | None = 1, page_size: int = PAGE_SIZE) -> tuple[list[list[Any]], str]:
+               page: float | None = 1, page_size: int = PAGE_SIZE,
+               request: gr.Request = None) -> tuple[list[list[Any]], str]:
         """One page of the matching conversations, newest first, and a summary line (figures over all matches)."""
-        store = self._need_store()
+        store = self._need_store(request)
         filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
         try:
             total = store.count_conversations(**filters)
@@ -113,10 +119,11 @@ class Review:
                 f"escalation {pct(stats.escalation_rate)} · thumbs up {pct(stats.thumbs_ratio)}")
 
     def figures(self, text: str, status: str, channel: str, rating: str, reviewed: str,
-                confidence_below: float | None, since: str = "", until: str = "", operator: str = "") -> str:
+                confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
+                request: gr.Request = None) -> str:
         """The figures over the matching conversations: rates, mean confidence, the most cited documents (bars) and
         the questions with the weakest retrieval (knowledge-base gaps)."""
-        store = self._need_store()
+        store = self._need_store(request)
         filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
         try:
             stats = store.stats(**filters)
@@ -124,14 +131,14 @@ class Review:
             raise gr.Error(str(exc)) from exc
         return figures_html(stats)
 
-    def show(self, conversation_id: str) -> str:
+    def show(self, conversation_id: str, request: gr.Request = None) -> str:
         """HTML replay of one conversation: every turn as it was shown (badge, explanation, passages with their
         credit), its feedback and corrected answers; an escalated one starts with the hand-over summary."""
-        return self.replay(conversation_id)[0]
+        return self.replay(conversation_id, request)[0]
 
-    def replay(self, conversation_id: str) -> tuple[str, list[tuple[str, int]]]:
+    def replay(self, conversation_id: str, request: gr.Request = None) -> tuple[str, list[tuple[str, int]]]:
         """(replay HTML, the answer turns as (label, turn id) choices for rating)."""
-        store = self._need_store()
+        store = self._need_store(request)
         if not conversation_id or not conversation_id.strip():
             return "<i>Pick a conversation (click a row, or paste its id).</i>", []
         try:
@@ -177,23 +184,28 @@ class Review:
         return "\n".join(parts)
 
     def rate(self, turn_id: float | None, rating: str, reasons: list[str], comment: str, corrected: str,
-             reviewer: str) -> str:
-        """Store a reviewer's rating of one answer turn (picked from the replay)."""
-        store = self._need_store()
+             reviewer: str, request: gr.Request = None) -> str:
+        """Store a reviewer's rating of one answer turn (picked from the replay); the reviewer is the signed-in
+        user (the typed name counts only when authentication is off)."""
+        store = self._need_store(request)
+        caller = self.gate.caller(request)
+        if not caller.local:
+            reviewer = caller.name
         if not turn_id:
             raise gr.Error("Replay a conversation and pick one of its replies first.")
         try:
             store.add_feedback(int(turn_id), source="reviewer", rating=rating if rating in RATINGS else None,
                                reasons=reasons or [], comment=comment or None, corrected_answer=corrected or None,
-                               reviewed=True, reviewer=reviewer or None)
+                               reviewed=True, reviewer=reviewer or None, author=self.gate.operator(caller))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
         return f"Saved review of reply {int(turn_id)}."
 
     def export(self, kind: str, text: str, status: str, channel: str, rating: str, reviewed: str,
-               confidence_below: float | None, since: str = "", until: str = "", operator: str = "") -> str:
+               confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
+               request: gr.Request = None) -> str:
         """Write the filtered conversations in the chosen format to a file; its path (for download)."""
-        store = self._need_store()
+        store = self._need_store(request)
         if kind not in EXPORTS:
             raise gr.Error(f"Pick an export format: {', '.join(EXPORTS)}.")
         method, suffix = EXPORTS[kind]

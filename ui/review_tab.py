@@ -33,7 +33,8 @@ def _replay_and_rate() -> dict[str, Any]:
     replay = gr.HTML(elem_id="mo-review-view")
     with gr.Accordion("Rate a reply of this conversation", open=True, elem_id="mo-review-rate"):
         with gr.Row():
-            turn = gr.Dropdown([], label="Reply", elem_id="mo-review-turn")
+            # custom values: /review_rate callers pass a turn id (the handler checks the caller and the turn)
+            turn = gr.Dropdown([], label="Reply", elem_id="mo-review-turn", allow_custom_value=True)
             rate_value = gr.Radio(list(RATINGS), label="Rating", elem_id="mo-review-rating")
             reasons = gr.CheckboxGroup(REASON_ORDER, label="Reasons", elem_id="mo-review-reasons")
         comment = gr.Textbox(label="Comment")
@@ -77,8 +78,8 @@ def build_review_tab(review: Review) -> None:
         except (IndexError, KeyError):
             return ""
 
-    def open_replay(conversation_id: str):
-        html, choices = review.replay(conversation_id)
+    def open_replay(conversation_id: str, request: gr.Request):
+        html, choices = review.replay(conversation_id, request)
         return html, gr.update(choices=choices, value=choices[-1][1] if choices else None)
 
     table.select(pick, [table], [r["cid"]], api_visibility="private").then(

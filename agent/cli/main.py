@@ -177,8 +177,10 @@ def build_parser(commands: Sequence[Commands] = ()) -> argparse.ArgumentParser:
     sub.add_parser("train", help="train the LoRA adapter (moments train --help)", add_help=False)
 
     from agent.cli.logs import register
+    from agent.cli.users import register as register_users
 
     register(sub)
+    register_users(sub)
     for add in commands:
         add(sub)
     return parser

@@ -99,10 +99,11 @@ def write_csv(fh: IO[str], conversations: Iterable[ConversationDetail]) -> int:
 
 
 def finetune_records(conversation: ConversationDetail) -> Iterable[dict[str, Any]]:
-    """Chat fine-tuning examples for the corrected answers of one conversation."""
+    """Chat fine-tuning examples for the corrected answers of one conversation: only corrections a reviewer made or
+    reviewed (``reviewed`` with a ``reviewer``) count; anyone else's corrected answer never becomes training data."""
     questions = {t.id: t.text for t in conversation.turns if t.role == "user"}
     for turn in conversation.turns:
-        correction = best_correction(turn.feedback)
+        correction = best_correction([f for f in turn.feedback if f.reviewed and f.reviewer])
         question = questions.get(turn.reply_to_id) if turn.reply_to_id is not None else None
         if turn.role != "assistant" or correction is None or not question:
             continue

@@ -251,6 +251,7 @@ class TurnTokensPublic(TurnTokensBase):
 
 
 class FeedbackBase(StoreModel):
+    """``author``: the signed-in user or API key who gave it (revision 0004; None before, or without sign-in)."""
     source: str = Field(sa_type=String(16))
     rating: str | None = Field(default=None, sa_type=String(8), index=True)
     reasons: list[str] = Field(default_factory=list, sa_type=JSON)
@@ -258,6 +259,7 @@ class FeedbackBase(StoreModel):
     corrected_answer: str | None = Field(default=None, sa_type=Text)
     reviewed: bool = Field(default=False, index=True)
     reviewer: str | None = Field(default=None, max_length=255)
+    author: str | None = Field(default=None, max_length=255)
 
 
 class Feedback(FeedbackBase, table=True):
@@ -290,6 +292,49 @@ class FeedbackPublic(FeedbackBase):
     turn_id: int
     created_at: datetime
     reviewed_at: datetime | None = None
+
+
+# --- User and ApiKey (revision 0004) ----------------------------------------------------------------------
+class User(StoreModel, table=True):
+    """A person who may sign in: a unique name, a role (:data:`agent.vocabulary.USER_ROLES`), an argon2 hash."""
+    __tablename__ = "app_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=255, unique=True, index=True)
+    role: str = Field(sa_type=String(16))
+    password_hash: str = Field(sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class UserPublic(StoreModel):
+    """A user as the store hands it out (never the hash)."""
+    name: str
+    role: str
+    created_at: datetime
+
+
+class ApiKey(StoreModel, table=True):
+    """An app's API key: public id (``key-…``), SHA-256 of its secret; revoked ones stay, with ``revoked_at``."""
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: str = Field(max_length=32, unique=True, index=True)
+    secret_hash: str = Field(max_length=64)
+    label: str = Field(max_length=255)
+    created_by: str | None = Field(default=None, max_length=255)
+    channel: str = Field(default="api", sa_type=String(16))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApiKeyPublic(StoreModel):
+    """An API key as the store hands it out (never the secret or its hash)."""
+    key_id: str
+    label: str
+    created_by: str | None
+    channel: str
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 # --- Read models with children --------------------------------------------------------------------------------

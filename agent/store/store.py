@@ -201,15 +201,17 @@ class Store:
 
     def add_feedback(self, turn_id: int, *, source: str, rating: str | None = None, reasons: Iterable[str] = (),
                      comment: str | None = None, corrected_answer: str | None = None, reviewed: bool = False,
-                     reviewer: str | None = None) -> int:
-        """Record feedback on a turn (``source``: operator, reviewer or api; ``rating``: up, down or None); its id.
+                     reviewer: str | None = None, author: str | None = None) -> int:
+        """Record feedback on a turn (``source``: operator, reviewer or api; ``rating``: up, down or None; ``author``:
+        the signed-in user who gave it); its id.
 
         ``reasons``: any of :data:`agent.vocabulary.REASONS` (wrong source, incomplete, outdated, other,
         wrong fact, tone).
         """
         feedback_in = validated(FeedbackCreate, {
             "source": source, "rating": rating, "reasons": list(reasons), "comment": comment,
-            "corrected_answer": corrected_answer, "reviewed": reviewed, "reviewer": reviewer}, "feedback")
+            "corrected_answer": corrected_answer, "reviewed": reviewed, "reviewer": reviewer,
+            "author": author}, "feedback")
 
         def write(session: Session) -> int:
             row = crud.create_feedback(session=session, turn_id=turn_id, feedback_in=feedback_in)

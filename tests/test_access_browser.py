@@ -1,0 +1,81 @@
+"""Signing in to the console in a real headless Chromium: the login page, who is signed in, the Review tab for
+reviewers only, and the notice a page shows when ``MOMENTS_AUTH=none`` (no model runs: nothing is asked)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_settings
+from tests.test_ui_browser import _css, _wait, browser  # noqa: F401 - the browser fixture
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+PASSWORDS = {"alice": "alice-secret-1", "rita": "rita-secret-333"}
+
+
+def _launch(session_home, tmp_path, auth: str):
+    from agent.access import Accounts
+    from agent.pipeline import Agent
+    from agent.store import Store
+    from ui.app import build_app
+    from ui.render import CSS
+
+    settings = make_settings(session_home, database_url=f"sqlite:///{tmp_path / f'{auth}.db'}", auth=auth)
+    store = Store(settings.db_url)
+    if auth != "none":
+        Accounts(store).add("alice", "operator", PASSWORDS["alice"])
+        Accounts(store).add("rita", "reviewer", PASSWORDS["rita"])
+    demo = build_app(settings, agent=Agent(settings), store=store)
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", css=CSS, quiet=True,
+                            auth=demo.moments.gate.auth)
+    return demo, store, url
+
+
+def _review_tab_shown(driver) -> bool:
+    from selenium.webdriver.common.by import By
+
+    tabs = driver.find_elements(By.CSS_SELECTOR, "button[role='tab']")
+    return any(t.text.strip() == "Review" and t.is_displayed() for t in tabs)
+
+
+def _sign_in(driver, url: str, name: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.delete_all_cookies()
+    driver.get(url)
+    password = _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "input[type='password']"))[0]
+    username = driver.find_elements(By.CSS_SELECTOR, "input[type='text'], input:not([type])")[0]
+    username.send_keys(name)
+    password.send_keys(PASSWORDS[name] + Keys.RETURN)
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#mo-who")
+          and name in d.find_element(By.CSS_SELECTOR, "#mo-who").text)
+
+
+def test_operators_sign_in_without_the_review_tab_and_reviewers_with_it(browser, session_home, tmp_path):  # noqa: F811
+    demo, store, url = _launch(session_home, tmp_path, "password")
+    try:
+        _sign_in(browser, url, "alice")
+        assert "operator" in _css(browser, "#mo-who").text and not _review_tab_shown(browser)
+        assert not browser.find_elements("css selector", "#mo-auth-off")
+        _sign_in(browser, url, "rita")
+        _wait(browser, lambda d: _review_tab_shown(d))
+        assert "reviewer" in _css(browser, "#mo-who").text
+    finally:
+        demo.close()
+        store.close()
+
+
+def test_with_auth_none_the_page_says_so(browser, session_home, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    demo, store, url = _launch(session_home, tmp_path, "none")
+    try:
+        browser.delete_all_cookies()
+        browser.get(url)
+        notice = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#mo-auth-off"))[0]
+        assert "MOMENTS_AUTH=none" in notice.text and _review_tab_shown(browser)
+    finally:
+        demo.close()
+        store.close()
