@@ -1,8 +1,10 @@
-"""The turn pipeline: question + history → retrieval → (abstain | streamed generation) → optional explanation.
+"""The turn pipeline: question + history → retrieval → evidence focus → (abstain | quoted or generated reply) →
+optional explanation.
 
 :class:`Agent` owns a generator and a knowledge index (both loaded lazily, or passed in by tests) and turns one
-question into a stream of :class:`TurnEvent`s: ``retrieved`` (the passages), ``token`` (each generated token as it is
-chosen), ``explaining`` and ``explained`` (when asked for), and a final ``done`` carrying the
+question into a stream of :class:`TurnEvent`s: ``retrieved`` (the focused passages, as the model and the operator
+see them: :mod:`agent.generation.focus`), ``token`` (each reply token: quoted, :mod:`agent.generation.quoting`, or
+generated as it is chosen, per ``Settings.answer_mode``), ``explaining`` and ``explained`` (when asked for), and a final ``done`` carrying the
 :class:`~agent.turn.TurnResult`. Storing turns is not done here (see :mod:`agent.conversation`), so the pipeline can
 run without a database.
 """

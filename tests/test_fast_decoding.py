@@ -176,7 +176,11 @@ def test_faithfulness_rescoring_argmax_is_the_generated_token(agent):
     """The faithfulness check of issue 15: the fp32 full-context re-scoring (what the explanation is computed
     from) has the generated token as its argmax on >= 99% of positions (bench/speed.py reports it on more turns)."""
     from agent.attribution.rescoring import score_subsets
+    from agent.pipeline import Agent
 
+    # the generated replies (the shipped default quotes its reply: see tests/test_quoting.py)
+    agent = Agent(agent.settings.model_copy(update={"answer_mode": "generate"}), generator=agent.generator,
+                  index=agent.index)
     agree = total = 0
     for question in ("can I send back a blender I already opened and tried out?",
                      "I'm a Gold member, how long do I have to return stuff?",

@@ -296,6 +296,9 @@ def _save_adapter(cfg: TrainConfig, run_dir: Path, model, record: dict) -> None:
     adapter_dir = run_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
     model.save_pretrained(str(adapter_dir))
+    config = adapter_dir / "adapter_config.json"  # name the base model by preset, not by this machine's path
+    config.write_text(json.dumps({**json.loads(config.read_text()), "base_model_name_or_path": cfg.model}, indent=2,
+                                 sort_keys=True) + "\n")
     (adapter_dir / "moments.json").write_text(json.dumps(
         {"prompt_version": PROMPT_VERSION, "recipe": cfg.recipe, "base_model": cfg.model,
          "focus_sentences": cfg.focus}, indent=1) + "\n")
