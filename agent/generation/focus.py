@@ -25,6 +25,7 @@ Contract
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -102,15 +103,19 @@ class Focus:
         self.keep = keep
         self.context = context
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # the app answers several conversations from threads
 
     def _vectors(self, texts: Sequence[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        with self._lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing:
-            for text, vec in zip(missing, self.embed(missing)):
-                self._cache[text] = vec
-            while len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return np.stack([self._cache[t] for t in texts])  # (len(texts), dim)
+            known.update(zip(missing, self.embed(missing)))
+            with self._lock:
+                self._cache.update((t, known[t]) for t in missing)
+                while len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return np.stack([known[t] for t in texts])  # (len(texts), dim)
 
     def unit_scores(self, question: str, passages: Sequence[Passage]) -> list[list[tuple[Unit, float]]]:
         """Per passage, its candidate units (three words or more, headings excluded) with their cosine to the
