@@ -53,8 +53,8 @@ class TrainConfig:
     seed: int = 0                          # data order, LoRA init, dropout
     threads: int = 1                       # torch threads (2 collapse on the shared 2-core machine)
     max_len: int = 640                     # tokens per example, prompt + reply (history trimmed to fit)
-    focus: int = 2                         # evidence focus of the prompts (agent.generation.focus; the agent's
-                                           # focus_sentences): each passage cut to this many sentences; 0: off
+    focus: int = 2                         # facts recipe: evidence focus of the prompts (agent.generation.focus; the
+                                           # agent's focus_sentences): passages cut to this many sentences; 0: off
     k: int = 4                             # passages per prompt (the agent's top_k; the dstc recipe used 3)
     unanswerable_rate: float = 0.04        # facts recipe (v12; v11 had 0.12 and handed over on 31-37% of answerable
                                            # questions): see agent.training.facts. dstc recipe (v8: 0.05): gold-removed "I don't know" variants per grounded pair. With one or two
@@ -265,7 +265,7 @@ def build_examples(cfg: TrainConfig, run_dir: Path) -> tuple[list, dict]:
                                         unanswerable_rate=cfg.unanswerable_rate,
                                         handover_chitchat=cfg.handover_chitchat,
                                         bitext_grounded=cfg.bitext_grounded), index=index)
-    if cfg.focus > 0:
+    if cfg.focus > 0 and cfg.recipe == "facts":  # dstc targets are human replies, not sentences to keep in view
         from agent.generation.focus import Focus
         from agent.training.focused import focus_dataset
         from retrieval.embedder import embed
