@@ -193,7 +193,7 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
 
     from agent.generation.decoding import stream_tokens
     from agent.generation.prompt import Exchange, build_prompt
-    from agent.generation.quoting import quote
+    from agent.generation.quoting import best_sentence, quote
     from retrieval.types import Hit, Passage
 
     agent = _agent(name, KBS["kb"][0], args.home)
@@ -201,7 +201,8 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     path = RESULTS / f"answers_preds_{name}_dstc.jsonl"
     focus, mode = agent.settings.focus_sentences, agent.settings.answer_mode
     key = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version] + ([focus] if focus else [])
-                                    + ([mode] if mode != "generate" else [])).encode()).hexdigest()[:16]
+                                    + ([mode, agent.settings.answer_threshold] if mode != "generate" else [])
+                                    ).encode()).hexdigest()[:16]
     stored = _stored(path, key, args.reuse)
     # DSTC question text stays out of the repository (../shared/data/README.md): stored as a hash
     qhash = lambda q: hashlib.sha256(q.encode()).hexdigest()[:12]
@@ -210,7 +211,11 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
         order = agent.focus.focused(it["question"], [Hit(Passage(**p), 1.0, i + 1)
                                                      for i, p in enumerate(it["passages"])])
         hits = [h for _, h in order]
-        text = quote(agent.focus, it["question"], hits) if agent.settings.answer_mode == "quote" else None
+        text = None
+        if agent.settings.answer_mode == "quote":  # as the pipeline: hand over below the answer threshold, else quote
+            picked = best_sentence(agent.focus, it["question"], hits)
+            text = (agent.settings.abstain_message if picked and picked[1] < agent.settings.answer_threshold
+                    else quote(agent.focus, it["question"], hits))
         if text is None:
             layout = build_prompt(g.tokenizer, it["question"], [h.passage for h in hits],
                                   [Exchange(u, a) for u, a in it["history"]], version=agent.prompt_version)
