@@ -181,10 +181,9 @@ class Agent:
         if not hits or best_score(hits) < s.abstain_threshold:
             return True
         if s.answer_mode == "quote":
-            from agent.generation.quoting import best_sentence
+            from agent.generation.quoting import too_far
 
-            picked = best_sentence(self.focus, question, hits)
-            return picked is not None and picked[1] < s.answer_threshold
+            return too_far(self.focus, question, hits, s.answer_threshold)
         return False
 
     def _reply_steps(self, question: str, hits: Sequence[Hit], layout) -> Iterator:

@@ -193,7 +193,7 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
 
     from agent.generation.decoding import stream_tokens
     from agent.generation.prompt import Exchange, build_prompt
-    from agent.generation.quoting import best_sentence, quote
+    from agent.generation.quoting import quote, too_far
     from retrieval.types import Hit, Passage
 
     agent = _agent(name, KBS["kb"][0], args.home)
@@ -213,8 +213,8 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
         hits = [h for _, h in order]
         text = None
         if agent.settings.answer_mode == "quote":  # as the pipeline: hand over below the answer threshold, else quote
-            picked = best_sentence(agent.focus, it["question"], hits)
-            text = (agent.settings.abstain_message if picked and picked[1] < agent.settings.answer_threshold
+            text = (agent.settings.abstain_message
+                    if too_far(agent.focus, it["question"], hits, agent.settings.answer_threshold)
                     else quote(agent.focus, it["question"], hits))
         if text is None:
             layout = build_prompt(g.tokenizer, it["question"], [h.passage for h in hits],

@@ -93,8 +93,9 @@ def iter_kb_files(path: Path) -> list[Path]:
     return files
 
 
-def load_documents(path: Path) -> list[Document]:
-    """Load every supported document under ``path`` (a folder, recursively, or a single file)."""
+def kb_files(path: Path) -> list[tuple[Path, str]]:
+    """Every supported file under ``path`` with its base doc id: its stem, or its path relative to the folder (no
+    suffix) when two files share a stem. ``KnowledgeBaseError`` when there is none."""
     path = Path(path)
     files = iter_kb_files(path)
     if not files:
@@ -104,9 +105,14 @@ def load_documents(path: Path) -> list[Document]:
         )
     root = path if path.is_dir() else path.parent
     stems = Counter(f.stem for f in files)
+    return [(f, f.stem if stems[f.stem] == 1 else f.relative_to(root).with_suffix("").as_posix()) for f in files]
+
+
+def load_documents(path: Path) -> list[Document]:
+    """Load every supported document under ``path`` (a folder, recursively, or a single file)."""
+    files = kb_files(path)
     docs: list[Document] = []
-    for f in files:
-        base_id = f.stem if stems[f.stem] == 1 else f.relative_to(root).with_suffix("").as_posix()
+    for f, base_id in files:
         docs.extend(load_file(f, base_id=base_id))
     log.info("Loaded %d documents from %d files under %s", len(docs), len(files), path)
     return docs

@@ -16,14 +16,12 @@ Contract
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrieval.chunking import chunk_documents
-from retrieval.errors import KnowledgeBaseError
-from retrieval.loaders import iter_kb_files, load_file
+from retrieval.loaders import kb_files, load_file
 from retrieval.types import Passage
 
 
@@ -55,19 +53,10 @@ class Plan:
 def scan(kb_path: Path) -> list[KbFile]:
     """The KB's files with their base ids and content hashes (``KnowledgeBaseError`` when there is none)."""
     kb_path = Path(kb_path)
-    paths = iter_kb_files(kb_path)
-    if not paths:
-        raise KnowledgeBaseError(
-            f"Knowledge base {kb_path} holds no .md, .txt, .json, .jsonl or .csv file. Add documents to it, "
-            "or point kb_path (MOMENTS_KB_PATH) at the folder that has them."
-        )
     root = kb_path if kb_path.is_dir() else kb_path.parent
-    stems = Counter(p.stem for p in paths)
     out = []
-    for p in paths:
-        rel = p.relative_to(root).as_posix()
-        base_id = p.stem if stems[p.stem] == 1 else p.relative_to(root).with_suffix("").as_posix()
-        out.append(KbFile(p, rel, base_id, hashlib.sha256(p.read_bytes()).hexdigest()))
+    for p, base_id in kb_files(kb_path):
+        out.append(KbFile(p, p.relative_to(root).as_posix(), base_id, hashlib.sha256(p.read_bytes()).hexdigest()))
     return out
 
 

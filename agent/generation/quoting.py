@@ -48,6 +48,13 @@ def best_sentence(focus: Focus, question: str, hits: Sequence[Hit]) -> tuple[str
     return unit.text, score
 
 
+def too_far(focus: Focus, question: str, hits: Sequence[Hit], threshold: float) -> bool:
+    """True when the best sentence exists and its cosine with the question is below ``threshold``: hand over rather
+    than quote it (``Settings.answer_threshold``)."""
+    picked = best_sentence(focus, question, hits)
+    return picked is not None and picked[1] < threshold
+
+
 def quote(focus: Focus, question: str, hits: Sequence[Hit]) -> str | None:
     """The best sentence of ``hits[0]`` for ``question``, cited ``[1]``; None when that passage has no candidate
     sentence (then the caller generates)."""
