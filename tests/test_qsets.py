@@ -55,7 +55,7 @@ def test_dev_set_is_sound(folder):
 
 
 def test_there_are_dev_sets():
-    assert {p.name for p in DEV_SETS} >= {"ledgerly"}
+    assert {p.name for p in DEV_SETS} >= {"ledgerly", "pawpost"}
 
 
 def test_a_sound_set_passes(tmp_path):
