@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from agent.errors import InputError
 from agent.generation.decoding import stream_tokens
+from agent.generation.focus import Selection
 from agent.generation.prompt import Exchange, build_prompt
 from agent.settings import Settings
 from agent.text_input import text_problem
@@ -66,11 +67,24 @@ class Agent:
         """The evidence focus over this agent's index embedder (see :mod:`agent.generation.focus`)."""
         if self._focus is None:
             from agent.generation.focus import Focus
+            from agent.generation.selector import Idf, load_selector
             from retrieval.embedder import embed
 
             model = self.index.model
-            self._focus = Focus(lambda texts: embed(model, list(texts)), keep=self.settings.focus_sentences)
+            selector = load_selector(self.settings.answer_selector) if self.settings.answer_mode == "quote" else None
+            self._focus = Focus(lambda texts: embed(model, list(texts)), keep=self.settings.focus_sentences,
+                                selector=selector, idf=Idf(self.index.passages) if selector else None)
         return self._focus
+
+    @property
+    def answer_threshold(self) -> float:
+        """The support below which a quote is handed over (``Settings.answer_threshold``, else the selector's)."""
+        from agent.generation.selector import COSINE_THRESHOLD
+
+        if self.settings.answer_threshold is not None:
+            return self.settings.answer_threshold
+        selector = self.focus.selector
+        return selector.threshold if selector is not None else COSINE_THRESHOLD
 
     @property
     def index(self):
@@ -101,7 +115,8 @@ class Agent:
             "generation": {"decoding": "greedy" if s.answer_mode == "generate" else "quote", "max_new_tokens": s.max_new_tokens, "top_k": s.top_k,
                            "abstain_threshold": s.abstain_threshold, "focus_sentences": s.focus_sentences,
                            "decoder": s.decoder, "answer_mode": s.answer_mode,
-                           "answer_threshold": s.answer_threshold},
+                           "answer_selector": s.answer_selector, "answer_threshold": self.answer_threshold,
+                           "quote_sentences": s.quote_sentences},
         }
 
     @property
@@ -136,12 +151,13 @@ class Agent:
         started = time.perf_counter()
         followup = replace(DEFAULT_METHOD, turns=s.history_turns)  # one history limit: the settings'
         hits = self.index.search_conversation(question, [ex.user for ex in history], s.top_k, followup)
-        hits = self.focus.hits(question, hits)
+        selection = self.focus.select(question, hits, s.quote_sentences)
+        hits = selection.hits
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         yield TurnEvent("retrieved", hits=hits)
 
         result = TurnResult(question=question, hits=hits, timings=timings, versions=self.versions())
-        if self._hand_over(question, hits):
+        if self._hand_over(hits, selection):
             result.status = "abstained"
             result.answer = s.abstain_message
             timings["generation_ms"] = 0.0
@@ -156,7 +172,7 @@ class Agent:
             result.use_prompt(layout)
             started = time.perf_counter()
             first = None
-            for step in self._reply_steps(question, hits, layout):
+            for step in self._reply_steps(selection, layout):
                 if first is None:
                     first = time.perf_counter()
                 result.token_ids.append(step.token_id)
@@ -174,27 +190,27 @@ class Agent:
             yield TurnEvent("explained", result=result)
         yield TurnEvent("done", result=result)
 
-    def _hand_over(self, question: str, hits: Sequence[Hit]) -> bool:
-        """Abstain: no hit, the best retrieval score below ``abstain_threshold``, or (quoting) no sentence of the
-        shown passages close enough to the question to be its answer (``answer_threshold``)."""
+    def _hand_over(self, hits: Sequence[Hit], selection: Selection) -> bool:
+        """Abstain: no hit, the best retrieval score below ``abstain_threshold``, or (quoting) the selected
+        sentence's support below the answer threshold (:attr:`answer_threshold`)."""
         s = self.settings
         if not hits or best_score(hits) < s.abstain_threshold:
             return True
         if s.answer_mode == "quote":
             from agent.generation.quoting import too_far
 
-            return too_far(self.focus, question, hits, s.answer_threshold)
+            return too_far(selection, self.answer_threshold)
         return False
 
-    def _reply_steps(self, question: str, hits: Sequence[Hit], layout) -> Iterator:
-        """The reply's tokens: quoted (``answer_mode`` ``quote``: the best sentence of passage [1], see
-        :mod:`agent.generation.quoting`) or generated greedily; a quote falls back to generation when passage [1]
-        has no sentence to quote."""
+    def _reply_steps(self, selection: Selection, layout) -> Iterator:
+        """The reply's tokens: quoted (``answer_mode`` ``quote``: the selected sentence, cited; see
+        :mod:`agent.generation.quoting`) or generated greedily; a quote falls back to generation when no passage
+        has a sentence to quote."""
         g, s = self.generator, self.settings
         if s.answer_mode == "quote":
             from agent.generation.quoting import quote, quote_steps
 
-            text = quote(self.focus, question, hits)
+            text = quote(selection)
             if text is not None:
                 return iter(quote_steps(g.tokenizer, text))
         return stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens)

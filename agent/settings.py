@@ -93,11 +93,24 @@ class Settings(BaseSettings):
         "'generate' — the model (with its adapter) writes the reply greedily. Measured side by side in "
         "bench/results/answers.md.",
     )
-    answer_threshold: float = Field(
-        default=0.30, ge=-1.0, le=1.0, allow_inf_nan=False,
-        description="Quoting: hand over when the best sentence of the shown passages has a cosine with the question "
-        "below this (0.30: 3-4% false hand-overs on DSTC development prompts, bench/results/focus_dev.md; never set "
-        "on evaluation data).",
+    answer_selector: str = Field(
+        default="default",
+        description="Quoting: how the answering sentence is picked and judged (agent.generation.selector): "
+        "'default' — the selector fitted on development knowledge bases (data/selector/selector.json); 'cosine' — "
+        "the sentence closest to the question by the embedder alone (the earlier pick); or a fitted selector file.",
+    )
+    quote_sentences: int = Field(
+        default=2, ge=1, le=5,
+        description="Quoting: the reply quotes the best sentence and the next best ones of the same passage, up to "
+        "this many, in reading order (2: right facts 0.486 -> 0.569 on the development sets, citations unchanged; "
+        "bench/results/select_dev.md).",
+    )
+    answer_threshold: float | None = Field(
+        default=None, ge=-1.0, le=1.0, allow_inf_nan=False,
+        description="Quoting: hand over when the selected sentence's support is below this: the selector's "
+        "probability that it answers the question, or its cosine with the 'cosine' selector. Unset: the selector "
+        "file's own threshold (at most 3% false hand-overs on its development sets), 0.30 for 'cosine' (3-4% on DSTC "
+        "development prompts, bench/results/focus_dev.md). Never set on evaluation data.",
     )
     focus_sentences: int = Field(
         default=2, ge=0, le=20,

@@ -135,8 +135,21 @@ def config_key(agent, questions: list[dict]) -> str:
     h = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version, agent.index.version,
                                    agent.settings.top_k, agent.settings.abstain_threshold, agent.settings.max_new_tokens]
                                   + ([focus] if focus else [])
-                                  + ([mode, agent.settings.answer_threshold] if mode != "generate" else [])).encode())
+                                  + (_quote_key(agent) if mode != "generate" else [])).encode())
     return h.hexdigest()[:16]
+
+
+def _quote_key(agent) -> list:
+    """What a quoted reply depends on besides the model: the mode, the threshold and (when not the first
+    selector, the cosine) the selector file's content."""
+    sel = agent.settings.answer_selector
+    key: list = [agent.settings.answer_mode, agent.answer_threshold, agent.settings.quote_sentences]
+    if sel != "cosine":
+        from agent.generation.selector import DEFAULT_SELECTOR
+
+        path = DEFAULT_SELECTOR if sel == "default" else Path(sel)
+        key.append(hashlib.sha256(path.read_bytes()).hexdigest()[:12])
+    return key
 
 
 def _stored(path: Path, key: str, reuse: bool) -> dict[str, dict]:
@@ -192,6 +205,7 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     from tqdm import tqdm
 
     from agent.generation.decoding import stream_tokens
+    from agent.generation.focus import Selection
     from agent.generation.prompt import Exchange, build_prompt
     from agent.generation.quoting import quote, too_far
     from retrieval.types import Hit, Passage
@@ -201,27 +215,26 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     path = RESULTS / f"answers_preds_{name}_dstc.jsonl"
     focus, mode = agent.settings.focus_sentences, agent.settings.answer_mode
     key = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version] + ([focus] if focus else [])
-                                    + ([mode, agent.settings.answer_threshold] if mode != "generate" else [])
+                                    + (_quote_key(agent) if mode != "generate" else [])
                                     ).encode()).hexdigest()[:16]
     stored = _stored(path, key, args.reuse)
     # DSTC question text stays out of the repository (../shared/data/README.md): stored as a hash
     qhash = lambda q: hashlib.sha256(q.encode()).hexdigest()[:12]
     for it in tqdm([it for it in items if stored.get(it["id"], {}).get("question_sha") != qhash(it["question"])],
                    desc=f"{name}/dstc", unit="q"):
-        order = agent.focus.focused(it["question"], [Hit(Passage(**p), 1.0, i + 1)
-                                                     for i, p in enumerate(it["passages"])])
-        hits = [h for _, h in order]
+        given = [Hit(Passage(**p), 1.0, i + 1) for i, p in enumerate(it["passages"])]
+        sel: Selection = agent.focus.select(it["question"], given, agent.settings.quote_sentences)
+        hits = sel.hits
+        order = sel.positions or list(range(len(hits)))
         text = None
         if agent.settings.answer_mode == "quote":  # as the pipeline: hand over below the answer threshold, else quote
-            text = (agent.settings.abstain_message
-                    if too_far(agent.focus, it["question"], hits, agent.settings.answer_threshold)
-                    else quote(agent.focus, it["question"], hits))
+            text = agent.settings.abstain_message if too_far(sel, agent.answer_threshold) else quote(sel)
         if text is None:
             layout = build_prompt(g.tokenizer, it["question"], [h.passage for h in hits],
                                   [Exchange(u, a) for u, a in it["history"]], version=agent.prompt_version)
             text = "".join(s.text for s in stream_tokens(g.model, g.tokenizer, layout.input_ids, args.max_new_tokens))
         stored[it["id"]] = {"id": it["id"], "key": key, "question_sha": qhash(it["question"]), "reply": text.strip(),
-                            "gold_shown": [n for n, _ in order].index(it["gold"][0]) if it["gold"] else None}
+                            "gold_shown": order.index(it["gold"][0]) if it["gold"] else None}
     _save(path, list(stored.values()))
     return [stored[it["id"]] for it in items]
 

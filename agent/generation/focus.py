@@ -20,6 +20,10 @@ Contract
   ``id``/``doc_id``/``title``/``source`` and carry the focused text; ``score`` is the retrieval's (the cosine that
   abstention compares with its threshold), the order is by best unit and ``rank`` the new position (the ``[n]``).
 * ``keep <= 0`` is the identity (full passages, retrieval order).
+* With a :class:`~agent.generation.selector.Selector` (and the knowledge base's :class:`~agent.generation.selector.Idf`),
+  units are scored by the selector instead of the cosine alone; :meth:`Focus.select` returns the focused hits, the
+  best unit (the quote) and the support that hand-over compares with ``Settings.answer_threshold`` (the selector's
+  answerability probability, or the best cosine without a selector), all from one scoring of the retrieved hits.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +46,9 @@ _BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _TABLE_RULE = re.compile(r"^\|?[\s:\-|]+\|?$")
 
 Embed = Callable[[Sequence[str]], np.ndarray]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.generation.selector import Idf, Selector
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,13 @@ def focused_text(units: Sequence[Unit], keep_orders: set[int]) -> str:
 class Focus:
     """Scores answer units against a question and focuses hits (see module docstring)."""
 
-    def __init__(self, embed: Embed, keep: int = 2, context: bool = True) -> None:
+    def __init__(self, embed: Embed, keep: int = 2, context: bool = True, selector: Selector | None = None,
+                 idf: Idf | None = None) -> None:
         self.embed = embed
         self.keep = keep
         self.context = context
+        self.selector = selector
+        self.idf = idf
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # the app answers several conversations from threads
 
@@ -116,6 +127,39 @@ class Focus:
                 while len(self._cache) > _CACHE_SIZE:
                     self._cache.popitem(last=False)
         return np.stack([known[t] for t in texts])  # (len(texts), dim)
+
+    def scored(self, question: str, hits: Sequence[Hit]) -> tuple[list[list[tuple[Unit, float]]], float | None]:
+        """Per hit, its candidate units with their scores (the selector's, or the cosine without one), and the
+        selector's answerability probability (None without a selector)."""
+        if self.selector is None or self.idf is None:
+            return self.unit_scores(question, [h.passage for h in hits]), None
+        from agent.generation.selector import candidates
+
+        cands = candidates(question, hits, self._vectors, self.idf)
+        scores = self.selector.scores(cands)
+        out: list[list[tuple[Unit, float]]] = [[] for _ in hits]
+        for c, sc in zip(cands, scores):
+            out[c.hit].append((c.unit, float(sc)))
+        return out, (self.selector.answerable(cands, scores) if cands else 0.0)
+
+    def select(self, question: str, hits: Sequence[Hit], sentences: int = 1) -> Selection:
+        """Focus ``hits`` and pick the quote, from one scoring (see the module docstring): the best unit and, with
+        ``sentences`` > 1, the next best units of the same passage, in reading order."""
+        scored, answerable = self.scored(question, hits)
+        best: tuple[float, int, Unit] | None = None
+        for n, units in enumerate(scored):
+            for u, sc in units:
+                if best is None or sc > best[0]:
+                    best = (sc, n, u)
+        order = self._focus(hits, scored) if self.keep > 0 else list(enumerate(hits))
+        shown = [replace(h, rank=i + 1) for i, (_, h) in enumerate(order)]
+        positions = [n for n, _ in order]
+        if best is None:
+            return Selection(shown, None, None, positions=positions)
+        picked = sorted(scored[best[1]], key=lambda us: -us[1])[:max(1, sentences)]
+        text = " ".join(u.text for u, _ in sorted(picked, key=lambda us: us[0].order))
+        return Selection(shown, text, best[0] if answerable is None else answerable,
+                         1 + positions.index(best[1]), positions)
 
     def unit_scores(self, question: str, passages: Sequence[Passage]) -> list[list[tuple[Unit, float]]]:
         """Per passage, its candidate units (three words or more, headings excluded) with their cosine to the
@@ -146,11 +190,15 @@ class Focus:
         """``(original position, focused hit)`` pairs, best unit first (see :meth:`hits`)."""
         if self.keep <= 0 or not hits:
             return list(enumerate(hits))
-        scored = self.unit_scores(question, [h.passage for h in hits])
+        return self._focus(hits, self.scored(question, hits)[0])
+
+    def _focus(self, hits: Sequence[Hit], scored: list[list[tuple[Unit, float]]]) -> list[tuple[int, Hit]]:
+        if self.keep <= 0 or not hits:
+            return list(enumerate(hits))
         ranked: list[tuple[float, int, Hit]] = []
         for n, (hit, units) in enumerate(zip(hits, scored)):
             if not units:
-                ranked.append((-1.0, n, hit))
+                ranked.append((-np.inf, n, hit))
                 continue
             best = sorted(units, key=lambda us: -us[1])[: self.keep]
             all_units = split_units(hit.passage.text)
@@ -165,3 +213,15 @@ class Focus:
         if self.keep <= 0:
             return list(hits)
         return [replace(h, rank=i + 1) for i, (_, h) in enumerate(self.focused(question, hits))]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :meth:`Focus.select` found: the hits as shown (focused, best first, renumbered), the text of the best
+    unit (the quote; None when no passage has a candidate sentence) and its support (see :meth:`Focus.select`)."""
+
+    hits: list[Hit]
+    quote: str | None
+    support: float | None
+    cited: int = 1  # the [n] of the passage holding the quote
+    positions: list[int] | None = None  # each shown hit's position among the retrieved ones

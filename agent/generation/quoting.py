@@ -5,10 +5,12 @@ Why
 Measured side by side (``bench/results/answers.md``), the 135M generator copies the wrong sentence of a passage, or
 its heading, even when the answering sentence is in passage [1]: the evidence focus (:mod:`agent.generation.focus`)
 picks that sentence far more often than the generator does. In ``quote`` answer mode (``Settings.answer_mode``) the
-reply is therefore the focus's best sentence of passage [1] (the passage holding the best sentence of all), with
-``[1]`` before its final punctuation. Nothing is paraphrased, so no fact can be garbled on the way. When even that
-sentence is far from the question (cosine below ``Settings.answer_threshold``, set on DSTC development data for at
-3-4% false hand-overs there: ``python -m bench.focus_dev``), the agent hands over instead of quoting something unrelated.
+reply is therefore the best sentence of the retrieved passages (picked by the answer selector,
+:mod:`agent.generation.selector`, or by cosine alone with ``Settings.answer_selector`` = ``cosine``), with the ``[n]`` of
+its passage (passage [1] when the evidence focus orders passages) before its final punctuation. Nothing is
+paraphrased, so no fact can be garbled on the way. When the selector judges that even that sentence does not answer
+the question (support below ``Settings.answer_threshold``, set on development data only), the agent hands over
+instead of quoting something unrelated.
 
 The reply is still explained by the language model, exactly as a generated one: it is tokenized with the
 generator's tokenizer and re-scored under every passage subset (:mod:`agent.attribution`), which tells, word by word,
@@ -20,11 +22,9 @@ knows the words were quoted, not generated.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from agent.generation.decoding import Step
-from agent.generation.focus import Focus
-from retrieval.types import Hit
+from agent.generation.focus import Selection
 
 _END = re.compile(r"[.!?]$")
 
@@ -36,30 +36,17 @@ def cite(sentence: str, n: int = 1) -> str:
     return f"{sentence[:m.start()]} [{n}]{sentence[m.start():]}" if m else f"{sentence} [{n}]"
 
 
-def best_sentence(focus: Focus, question: str, hits: Sequence[Hit]) -> tuple[str, float] | None:
-    """The best sentence of ``hits[0]`` (the focused passage holding the best sentence of all) and its cosine with
-    the question; None when there is no candidate sentence."""
-    if not hits:
-        return None
-    (units,) = focus.unit_scores(question, [hits[0].passage])
-    if not units:
-        return None
-    unit, score = max(units, key=lambda us: us[1])
-    return unit.text, score
+def too_far(selection: Selection, threshold: float) -> bool:
+    """True when there is a quote but its support (the selector's answerability probability, or the best cosine
+    without a selector: :meth:`~agent.generation.focus.Focus.select`) is below ``threshold``: hand over rather than
+    quote it (``Settings.answer_threshold``)."""
+    return selection.support is not None and selection.support < threshold
 
 
-def too_far(focus: Focus, question: str, hits: Sequence[Hit], threshold: float) -> bool:
-    """True when the best sentence exists and its cosine with the question is below ``threshold``: hand over rather
-    than quote it (``Settings.answer_threshold``)."""
-    picked = best_sentence(focus, question, hits)
-    return picked is not None and picked[1] < threshold
-
-
-def quote(focus: Focus, question: str, hits: Sequence[Hit]) -> str | None:
-    """The best sentence of ``hits[0]`` for ``question``, cited ``[1]``; None when that passage has no candidate
-    sentence (then the caller generates)."""
-    picked = best_sentence(focus, question, hits)
-    return cite(picked[0], 1) if picked else None
+def quote(selection: Selection) -> str | None:
+    """The selected sentence, cited with the ``[n]`` of its passage; None when no passage has a candidate sentence
+    (then the caller generates)."""
+    return cite(selection.quote, selection.cited) if selection.quote else None
 
 
 def quote_steps(tokenizer, text: str) -> list[Step]:
