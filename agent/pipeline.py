@@ -116,7 +116,7 @@ class Agent:
                            "abstain_threshold": s.abstain_threshold, "focus_sentences": s.focus_sentences,
                            "decoder": s.decoder, "answer_mode": s.answer_mode,
                            "answer_selector": s.answer_selector, "answer_threshold": self.answer_threshold,
-                           "quote_sentences": s.quote_sentences},
+                           "quote_sentences": s.quote_sentences, "answer_pool": s.answer_pool},
         }
 
     @property
@@ -150,8 +150,9 @@ class Agent:
 
         started = time.perf_counter()
         followup = replace(DEFAULT_METHOD, turns=s.history_turns)  # one history limit: the settings'
-        hits = self.index.search_conversation(question, [ex.user for ex in history], s.top_k, followup)
-        selection = self.focus.select(question, hits, s.quote_sentences)
+        pool = max(s.top_k, s.answer_pool) if s.answer_mode == "quote" else s.top_k
+        hits = self.index.search_conversation(question, [ex.user for ex in history], pool, followup)
+        selection = self.focus.select(question, hits, s.quote_sentences, show=s.top_k)
         hits = selection.hits
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         yield TurnEvent("retrieved", hits=hits)

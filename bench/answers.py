@@ -53,6 +53,8 @@ log = logging.getLogger("bench.answers")
 _GEN = {"answer_mode": "generate"}
 CONFIGS: dict[str, tuple[str, str, str, dict]] = {
     "default": ("smollm2-135m", "auto", "auto", {}),
+    # the previous default: the cosine pick of one sentence among the top 4 passages
+    "quote-cos": ("smollm2-135m", "auto", "auto", {"answer_selector": "cosine", "quote_sentences": 1, "answer_pool": 4}),
     "v12": ("smollm2-135m", "smollm2-135m-support-v12", "auto", _GEN),
     "v8": ("smollm2-135m", "smollm2-135m-support-v8", "auto", _GEN),
     "v8-full": ("smollm2-135m", "smollm2-135m-support-v8", "auto", {**_GEN, "focus_sentences": 0}),
@@ -143,7 +145,8 @@ def _quote_key(agent) -> list:
     """What a quoted reply depends on besides the model: the mode, the threshold and (when not the first
     selector, the cosine) the selector file's content."""
     sel = agent.settings.answer_selector
-    key: list = [agent.settings.answer_mode, agent.answer_threshold, agent.settings.quote_sentences]
+    key: list = [agent.settings.answer_mode, agent.answer_threshold, agent.settings.quote_sentences,
+                 agent.settings.answer_pool]
     if sel != "cosine":
         from agent.generation.selector import DEFAULT_SELECTOR
 

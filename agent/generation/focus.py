@@ -142,9 +142,11 @@ class Focus:
             out[c.hit].append((c.unit, float(sc)))
         return out, (self.selector.answerable(cands, scores) if cands else 0.0)
 
-    def select(self, question: str, hits: Sequence[Hit], sentences: int = 1) -> Selection:
+    def select(self, question: str, hits: Sequence[Hit], sentences: int = 1, show: int | None = None) -> Selection:
         """Focus ``hits`` and pick the quote, from one scoring (see the module docstring): the best unit and, with
-        ``sentences`` > 1, the next best units of the same passage, in reading order."""
+        ``sentences`` > 1, the next best units of the same passage, in reading order. With ``show``, only that many
+        hits are shown (the best by their best unit; without focus, the quote's passage first, then retrieval
+        order)."""
         scored, answerable = self.scored(question, hits)
         best: tuple[float, int, Unit] | None = None
         for n, units in enumerate(scored):
@@ -152,6 +154,9 @@ class Focus:
                 if best is None or sc > best[0]:
                     best = (sc, n, u)
         order = self._focus(hits, scored) if self.keep > 0 else list(enumerate(hits))
+        if best is not None and self.keep <= 0 and show is not None:
+            order = [order[best[1]]] + [o for o in order if o[0] != best[1]]
+        order = order[:show] if show is not None else order
         shown = [replace(h, rank=i + 1) for i, (_, h) in enumerate(order)]
         positions = [n for n, _ in order]
         if best is None:
