@@ -64,7 +64,7 @@ from retrieval.types import Turn, best_score
 log = logging.getLogger("bench.retrieval")
 
 #: The hybrid as it was before the assistant's turns counted (user turns only, decay 0.8).
-PREVIOUS = replace(DEFAULT_METHOD, assistant=0.0, decay=0.8)
+PREVIOUS = replace(DEFAULT_METHOD, assistant=0.0)
 METHODS: dict[str, HistoryMethod] = {
     "dense (the default before the hybrid)": replace(PREVIOUS, lexical=0.0, lexical_context=0.0, exact=0.0),
     "BM25 alone": replace(DEFAULT_METHOD, kind="none", fusion="bm25"),
@@ -72,13 +72,13 @@ METHODS: dict[str, HistoryMethod] = {
     "hybrid without lexical context": replace(DEFAULT_METHOD, lexical_context=0.0),
     "hybrid without code terms": replace(DEFAULT_METHOD, exact=0.0),
     "hybrid, user turns only (the previous default)": PREVIOUS,
-    "hybrid, assistant turns at weight 1": replace(DEFAULT_METHOD, assistant=1.0),
-    "dense, assistant turns at weight 1.5": replace(DEFAULT_METHOD, lexical=0.0, lexical_context=0.0, exact=0.0),
-    "**hybrid (default)**: assistant turns at weight 1.5, decay 0.6": DEFAULT_METHOD,
+    "hybrid, assistant turns at 1.5, decay 0.6 (best on DSTC11)": replace(DEFAULT_METHOD, assistant=1.5, decay=0.6),
+    "dense, assistant turns at weight 1.25": replace(DEFAULT_METHOD, lexical=0.0, lexical_context=0.0, exact=0.0),
+    "**hybrid (default)**: assistant turns at weight 1.25": DEFAULT_METHOD,
 }
 #: Methods run with the other embedders.
 OTHER_EMBEDDER_METHODS = ("dense (the default before the hybrid)", "hybrid, user turns only (the previous default)",
-                          "**hybrid (default)**: assistant turns at weight 1.5, decay 0.6")
+                          "**hybrid (default)**: assistant turns at weight 1.25")
 CACHE = Path("~/.cache/moments/bench").expanduser()
 
 
