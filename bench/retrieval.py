@@ -71,14 +71,16 @@ METHODS: dict[str, HistoryMethod] = {
     "RRF dense + BM25 (k 10, BM25 weight 0.5)": replace(PREVIOUS, fusion="rrf", lexical=0.5),
     "hybrid without lexical context": replace(DEFAULT_METHOD, lexical_context=0.0),
     "hybrid without code terms": replace(DEFAULT_METHOD, exact=0.0),
-    "hybrid, user turns only (the previous default)": PREVIOUS,
+    "hybrid, user turns only": PREVIOUS,
     "hybrid, assistant turns at 1.5, decay 0.6 (best on DSTC11)": replace(DEFAULT_METHOD, assistant=1.5, decay=0.6),
-    "dense, assistant turns at weight 1.25": replace(DEFAULT_METHOD, lexical=0.0, lexical_context=0.0, exact=0.0),
-    "**hybrid (default)**: assistant turns at weight 1.25": DEFAULT_METHOD,
+    "dense, assistant turns at weight 1.25": replace(DEFAULT_METHOD, lexical=0.0, lexical_context=0.0, exact=0.0,
+                                                    assistant=1.25),
+    "hybrid, assistant turns at weight 1.25 (opt-in)": replace(DEFAULT_METHOD, assistant=1.25),
+    "**hybrid (default)**": DEFAULT_METHOD,
 }
 #: Methods run with the other embedders.
-OTHER_EMBEDDER_METHODS = ("dense (the default before the hybrid)", "hybrid, user turns only (the previous default)",
-                          "**hybrid (default)**: assistant turns at weight 1.25")
+OTHER_EMBEDDER_METHODS = ("dense (the default before the hybrid)", "hybrid, user turns only",
+                          "hybrid, assistant turns at weight 1.25 (opt-in)", "**hybrid (default)**")
 CACHE = Path("~/.cache/moments/bench").expanduser()
 
 

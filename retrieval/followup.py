@@ -105,12 +105,12 @@ class HistoryMethod:
     exact: float = 0.3
     #: "rrf" only: the rank offset of reciprocal rank fusion.
     rrf_k: float = 10.0
-    #: Weight of the assistant's turns relative to the user's (0: they are not used). Tuned on DSTC11
-    #: (``bench/retrieval_tune_assistant.py``) at the user-turn decay of 0.8: 1.25 lifts follow-up recall@1 from
-    #: 0.38 to 0.80 with topic switches kept (0.97). (1.5 with decay 0.6 scored 0.006 higher there, but decay 0.6
-    #: loses a hotel named two user turns back when there is no reply to read.) The assistant's reply names the
-    #: hotel or article the user then calls "they" or "it".
-    assistant: float = 1.25
+    #: Weight of the assistant's turns relative to the user's (0: they are not used, the default). 1.25 was tuned on
+    #: DSTC11 (``bench/retrieval_tune_assistant.py``: follow-up recall@1 0.38 -> 0.80, topic switches naming their
+    #: hotel kept) and lifts DSTC9 validation from 0.562 / 0.835 to 0.631 / 0.938, but on data/kb a self-contained
+    #: question asked after the assistant answered another topic finds its article far less often (recall@1
+    #: 0.786 -> 0.359, ``bench/results/retrieval.md``): off until a switch-safe form exists; selectable per method.
+    assistant: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("context", "vector_sum", "concat", "none"):

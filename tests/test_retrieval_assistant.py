@@ -17,6 +17,8 @@ from retrieval.followup import DEFAULT_METHOD, build_query
 from retrieval.index import KnowledgeIndex
 from retrieval.types import Passage, Turn
 
+#: The assistant-turn weight tuned on DSTC11 (opt-in: the default leaves the assistant's turns out).
+READ_REPLIES = replace(DEFAULT_METHOD, assistant=1.25)
 HOTELS = {
     "acorn": ("Acorn Guest House", "Guests of the Acorn Guest House can leave a car in its yard without charge."),
     "bridge": ("Bridge House Hotel", "Parking: yes, free parking is available at the Bridge House Hotel."),
@@ -58,17 +60,16 @@ def test_the_assistant_naming_the_hotel_finds_its_passage(hotels):
     history = [Turn("I need a guesthouse for two nights."),
                Turn("The Acorn Guest House has a room for you, breakfast included.", "assistant")]
     question = "Can I park my car there for free?"
-    assert DEFAULT_METHOD.assistant > 0  # the product reads the assistant's turns
-    default = hotels.search_conversation(question, history, 3)
-    assert default[0].passage.doc_id == "acorn-parking" and -1.0 <= default[0].score <= 1.0
-    without = hotels.search_conversation(question, history, 3, replace(DEFAULT_METHOD, assistant=0.0))
-    assert without[0].passage.doc_id != "acorn-parking"  # the user's turns alone do not say which hotel
+    tuned = hotels.search_conversation(question, history, 3, READ_REPLIES)
+    assert tuned[0].passage.doc_id == "acorn-parking" and -1.0 <= tuned[0].score <= 1.0
+    without = hotels.search_conversation(question, history, 3)  # the default: user turns only
+    assert DEFAULT_METHOD.assistant == 0.0 and without[0].passage.doc_id != "acorn-parking"
 
 
 def test_a_question_naming_a_new_hotel_is_not_outvoted_by_the_last_reply(hotels):
     history = [Turn("Tell me about the Acorn Guest House."),
                Turn("The Acorn Guest House is a guesthouse with 5 rooms, breakfast included.", "assistant")]
-    hits = hotels.search_conversation("Does Cedar Lodge have free parking?", history, 3)
+    hits = hotels.search_conversation("Does Cedar Lodge have free parking?", history, 3, READ_REPLIES)
     assert hits[0].passage.doc_id == "cedar-parking"
 
 
