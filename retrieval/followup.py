@@ -14,7 +14,9 @@ every passage ``p`` of source document ``d(p)`` (the file, or the entity in DSTC
     context(d) = max_i  w_i * (cos(u_i, c_d) - mean_d' cos(u_i, c_d'))
 
 where ``q`` is the question's embedding, ``u_0 = q`` (weight 1) and ``u_1, u_2, ...`` are the most recent
-user turns (weights ``decay**0, decay**1, ...``, at most ``turns`` of them), and ``c_d`` is the normalised
+user turns (weights ``decay**0, decay**1, ...``, at most ``turns`` of them) and, when ``assistant > 0``, the most
+recent assistant turns (:class:`~retrieval.types.Turn` values in ``history``; at most ``turns`` of them, weight
+``assistant * decay**i`` with ``i`` the number of user turns after it), and ``c_d`` is the normalised
 mean embedding of ``d``'s passages. The question finds *what* is asked (the passage), the conversation finds
 *which document* it is about (the hotel named two turns ago, the article the customer started with). Taking
 the max over turns lets the one turn that names the subject decide, and centring each turn's similarities
@@ -54,7 +56,7 @@ import numpy as np
 from retrieval.embedder import normalise
 from retrieval.hybrid import fuse, lexical_context, top_k
 from retrieval.lexical import LexicalIndex, is_code, tokenize
-from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage
+from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage, Turn
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +105,19 @@ class HistoryMethod:
     exact: float = 0.3
     #: "rrf" only: the rank offset of reciprocal rank fusion.
     rrf_k: float = 10.0
+    #: Weight of the assistant's turns relative to the user's (0: they are not used, the default). 1.25 was tuned on
+    #: DSTC11 (``bench/retrieval_tune_assistant.py``: follow-up recall@1 0.38 -> 0.80, topic switches naming their
+    #: hotel kept) and lifts DSTC9 validation from 0.562 / 0.835 to 0.631 / 0.938, but on data/kb a self-contained
+    #: question asked after the assistant answered another topic finds its article far less often (recall@1
+    #: 0.786 -> 0.359, ``bench/results/retrieval.md``): off until a switch-safe form exists; selectable per method.
+    assistant: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("context", "vector_sum", "concat", "none"):
             raise ValueError(f"Unknown history method {self.kind!r}; use context, vector_sum, concat or none.")
         if self.fusion not in ("linear", "rrf", "bm25"):
             raise ValueError(f"Unknown fusion {self.fusion!r}; use linear, rrf or bm25.")
-        weights = (self.weight, self.score_weight, self.lexical, self.lexical_context, self.exact)
+        weights = (self.weight, self.score_weight, self.lexical, self.lexical_context, self.exact, self.assistant)
         if self.turns < 0 or not 0.0 <= self.decay <= 1.0 or min(weights) < 0 or self.rrf_k <= 0:
             raise ValueError(f"Invalid {self}: need turns >= 0, 0 <= decay <= 1, weights >= 0 and rrf_k > 0.")
 
@@ -125,12 +133,12 @@ DEFAULT_METHOD = HistoryMethod()
 
 @dataclass(frozen=True)
 class ConversationQuery:
-    """What gets embedded for one search: the question and the recent user turns, with their weights."""
+    """What gets embedded for one search: the question and the recent turns, with their weights."""
 
     question: str
-    #: The recent user turns used, most recent first.
+    #: The recent turns used (user turns, and assistant turns when the method weighs them), most recent first.
     turns: tuple[str, ...] = ()
-    #: One weight per entry of ``turns`` (``decay ** i``).
+    #: One weight per entry of ``turns`` (``decay ** i``; an assistant turn's times ``method.assistant``).
     weights: tuple[float, ...] = ()
     method: HistoryMethod = field(default=DEFAULT_METHOD)
 
@@ -141,24 +149,37 @@ class ConversationQuery:
 
 
 def build_query(
-    question: str, history: Sequence[str], method: HistoryMethod = DEFAULT_METHOD
+    question: str, history: Sequence[str | Turn], method: HistoryMethod = DEFAULT_METHOD
 ) -> ConversationQuery:
-    """Select and weight the recent user turns (``history`` is oldest first) for ``question``."""
-    recent = [h.strip() for h in reversed(history) if h and h.strip()][: method.turns]
-    if method.kind == "none":
-        recent = []
-    weights = tuple(method.decay**i for i in range(len(recent)))
-    return ConversationQuery(question.strip(), tuple(recent), weights, method)
+    """Select and weight the recent turns (``history`` is oldest first; a plain string is a user turn) for
+    ``question``: at most ``method.turns`` user turns and, when ``method.assistant > 0``, as many assistant turns."""
+    recent: list[str] = []
+    weights: list[float] = []
+    users = assistants = 0  # turns of each speaker taken so far (most recent first)
+    for turn in [] if method.kind == "none" else reversed(history):
+        turn = turn if isinstance(turn, Turn) else Turn(turn or "")
+        text = (turn.text or "").strip()
+        if turn.speaker == "assistant":
+            if text and method.assistant > 0 and assistants < method.turns and users < method.turns:
+                recent.append(text)
+                weights.append(method.assistant * method.decay**users)  # recency: the user turns after it
+                assistants += 1
+        elif text and users < method.turns:
+            recent.append(text)
+            weights.append(method.decay**users)
+            users += 1
+    return ConversationQuery(question.strip(), tuple(recent), tuple(weights), method)
 
 
 def search_with_history(
     index: VectorIndex,
     question: str,
-    history: Sequence[str],
+    history: Sequence[str | Turn],
     k: int,
     method: HistoryMethod = DEFAULT_METHOD,
 ) -> list[Hit]:
-    """The ``k`` best passages for ``question`` in the context of the earlier user turns ``history``."""
+    """The ``k`` best passages for ``question`` in the context of the earlier turns ``history`` (oldest first;
+    strings are user turns, :class:`~retrieval.types.Turn` values say who spoke)."""
     query = build_query(question, history, method)
     if method.kind == "none" or (method.kind != "context" and not query.turns):
         return index.search(query.question, k, method)

@@ -71,7 +71,7 @@ from retrieval.persist import (
     saved_version,
     write_folder,
 )
-from retrieval.types import Hit, Passage
+from retrieval.types import Hit, Passage, Turn
 from retrieval.update import plan as plan_build
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -377,9 +377,9 @@ class KnowledgeIndex:
             self._checked = True
 
     def search_conversation(
-        self, question: str, history: Sequence[str], k: int, method: HistoryMethod | None = None
+        self, question: str, history: Sequence[str | Turn], k: int, method: HistoryMethod | None = None
     ) -> list[Hit]:
-        """Search for ``question`` in the context of earlier user turns ``history`` (oldest first).
+        """Search for ``question`` in the context of earlier turns ``history`` (oldest first; strings: user turns).
 
         Scores are those of :func:`retrieval.followup.search_with_history` (cosine plus a context bonus).
         """

@@ -1,9 +1,10 @@
-"""Value types shared by retrieval and the agent: a knowledge-base passage and a retrieved hit."""
+"""Value types shared by retrieval and the agent: a knowledge-base passage, a retrieved hit, a conversation turn."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 #: Earlier user turns a follow-up search takes into account by default (``agent.settings.Settings.history_turns``,
 #: the agent's one history limit, starts from this value and is passed to the search).
@@ -40,6 +41,15 @@ class Hit:
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "score": round(self.score, 4), **self.passage.to_dict()}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier turn of a conversation, for follow-up search: its text and who said it. A follow-up search's
+    history may mix these with plain strings, which are user turns."""
+
+    text: str
+    speaker: Literal["user", "assistant"] = "user"
 
 
 def best_score(hits: Iterable[Hit]) -> float:
