@@ -31,7 +31,7 @@ def effect(credit: float) -> str:
     if abs(credit) < NO_EFFECT:
         return "no real effect"
     factor = math.exp(min(abs(credit), 30.0))
-    size = f"{factor:,.0f}" if factor >= 100 else f"{factor:.1f}"
+    size = "1,000+" if factor >= 1000 else f"{factor:,.0f}" if factor >= 100 else f"{factor:.1f}"
     return f"raised it ×{size}" if credit > 0 else f"lowered it ÷{size}"
 
 
