@@ -191,7 +191,8 @@ def test_each_export_button_writes_its_format_for_the_filtered_set(store):
     store.add_feedback(answer.id, source="reviewer", corrected_answer="Within 30 days.", reviewed=True,
                        reviewer="ann")
     review = Review(store)
-    paths = {kind: _export_as(review, kind)("", ANY, ANY, ANY, ANY, None, "", "", "", None) for kind in EXPORTS}
+    paths = {kind: _export_as(review, kind)("", ANY, ANY, ANY, ANY, None, "", "", "", None)["value"]
+             for kind in EXPORTS}
     jsonl, csv_path, finetune = (Path(p) for p in paths.values())
     assert jsonl.suffix == ".jsonl" and len(jsonl.read_text(encoding="utf-8").splitlines()) == 3
     assert csv_path.suffix == ".csv" and len(csv_path.read_text(encoding="utf-8").splitlines()) == 1 + 6

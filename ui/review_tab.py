@@ -71,9 +71,10 @@ def _export_as(review: Review, kind: str):
     """The handler of one export button (the format fixed, the filters from the form)."""
 
     def export(text: str, status: str, channel: str, rating: str, reviewed: str, confidence_below: float | None,
-               since: str, until: str, operator: str, request: gr.Request) -> str:
-        return review.export(kind, text, status, channel, rating, reviewed, confidence_below, since, until, operator,
+               since: str, until: str, operator: str, request: gr.Request) -> Any:
+        path = review.export(kind, text, status, channel, rating, reviewed, confidence_below, since, until, operator,
                              request=request)
+        return gr.update(value=path, visible=True)
 
     return export
 
@@ -83,7 +84,7 @@ def _exports(review: Review, filters: list[Any]) -> None:
     with gr.Row():
         buttons = [gr.Button(f"Export {kind}", size="sm", elem_id=f"mo-review-export-{suffix}")
                    for kind, suffix in zip(EXPORTS, ("jsonl", "csv", "finetune"), strict=True)]
-        exported = gr.File(label="Download", elem_id="mo-review-file", height=90)
+        exported = gr.File(label="Download", elem_id="mo-review-file", visible=False)  # shown once there is one
     for kind, button in zip(EXPORTS, buttons, strict=True):
         button.click(_export_as(review, kind), filters, [exported], api_visibility="private")
     # the same, for API callers: the format as the first input
@@ -101,9 +102,10 @@ def build_review_tab(review: Review) -> None:
         page = gr.Number(value=1, precision=0, label="Page", minimum=1, elem_id="mo-review-page")
         nxt = gr.Button("Next page ▶", size="sm", elem_id="mo-review-next")
     summary = gr.Markdown(elem_id="mo-review-summary")
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="mo-review-table")
-    _exports(review, filters)
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="mo-review-table",
+                         column_widths=["24%", "13%", "7%", "9%", "6%", "31%", "10%"])
     r = _replay_and_rate()
+    _exports(review, filters)
     figures = _plots()
 
     listing = [*filters, page, size, order]
