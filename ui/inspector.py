@@ -55,7 +55,8 @@ def _credit_rows(tok: TokenAttribution, exp: Explanation) -> str:
 
 
 def _alternatives(tok: TokenAttribution) -> str:
-    items = "".join(f"<li><code>{esc(a)}</code> {pct(p)}</li>" for a, p in tok.alternatives[:5])
+    # spaces shown as ␣: " be" (a new word) and "be" (glued to the last one) are different choices
+    items = "".join(f"<li><code>{esc(a.replace(' ', '␣'))}</code> {pct(p)}</li>" for a, p in tok.alternatives[:5])
     return f"<div>Top choices here:</div><ol class='mo-alts'>{items}</ol>" if items else ""
 
 

@@ -77,19 +77,23 @@ mark.mo-drove {background: #fef08a; padding: 0 1px; border-radius: 2px;}
 #mo-status .mo-error, #mo-status p {margin: 2px 0;}
 """
 
-#: ``js_on_load`` of the explanation panel: clicking (or Enter/Space on) a token or heat-map cell shows its
-#: inspector panel; clicking a citation ``[n]`` opens and scrolls to passage ``[n]``. Delegated on the panel's root,
-#: so it survives every re-render. Builds no HTML: it only toggles ``hidden`` and classes.
+#: ``js_on_load`` of the explanation panel and of the review replay: clicking (or Enter/Space on) a token or heat-map
+#: cell shows its inspector panel; clicking a citation ``[n]`` opens and scrolls to passage ``[n]``. Both look inside
+#: the enclosing ``.mo-turn`` first (a replay holds several answers, each with its passages), then the page (the chat
+#: tab's passages panel). Delegated on the component's root, so it survives every re-render. Builds no HTML: it only
+#: toggles ``hidden``, ``open`` and classes.
 INSPECTOR_JS = """
-const pick = (i) => {
-  element.querySelectorAll('.mo-insp').forEach(p => { p.hidden = p.dataset.i !== String(i); });
-  element.querySelectorAll('.mo-tok').forEach(t => t.classList.toggle('mo-picked', t.dataset.i === String(i)));
-  const hint = element.querySelector('.mo-insp-hint'); if (hint) hint.hidden = true;
+const scope = (node) => node.closest('.mo-turn') || element;
+const pick = (root, i) => {
+  root.querySelectorAll('.mo-insp').forEach(p => { p.hidden = p.dataset.i !== String(i); });
+  root.querySelectorAll('.mo-tok').forEach(t => t.classList.toggle('mo-picked', t.dataset.i === String(i)));
+  const hint = root.querySelector('.mo-insp-hint'); if (hint) hint.hidden = true;
 };
 const cite = (a) => {
-  const target = document.getElementById(a.getAttribute('href').slice(1));
+  const id = a.getAttribute('href').slice(1);
+  const target = scope(a).querySelector('#' + CSS.escape(id)) || document.getElementById(id);
   if (!target) return;
-  if (target.tagName === 'DETAILS') target.open = true;
+  for (let d = target; d; d = d.parentElement) { if (d.tagName === 'DETAILS') d.open = true; }
   target.scrollIntoView({block: 'nearest'});
   target.classList.add('mo-flash'); setTimeout(() => target.classList.remove('mo-flash'), 1500);
 };
@@ -97,11 +101,11 @@ element.addEventListener('click', (e) => {
   const a = e.target.closest('a.mo-cite');
   if (a) { e.preventDefault(); cite(a); return; }
   const t = e.target.closest('.mo-tok, .mo-cell');
-  if (t) pick(t.dataset.i);
+  if (t) pick(scope(t), t.dataset.i);
 });
 element.addEventListener('keydown', (e) => {
   const t = e.target.closest('.mo-tok');
-  if (t && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); pick(t.dataset.i); }
+  if (t && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); pick(scope(t), t.dataset.i); }
 });
 """
 

@@ -190,7 +190,7 @@ class Review:
                              "</div>")
         passages = render.turn_passages_html(result)
         parts.append(f"<details><summary>Passages</summary>{passages}</details>")
-        return "\n".join(parts)
+        return f"<div class='mo-turn' data-turn='{t.id}'>{''.join(parts)}</div>"
 
     def rate(self, turn_id: float | None, rating: str, reasons: list[str], comment: str, corrected: str,
              reviewer: str, request: gr.Request = None) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS
+from ui.render import INSPECTOR_JS
 from ui.review import ANY, COLUMNS, EXPORTS, ORDERS, PAGE_SIZE, REASON_ORDER, Review
 
 
@@ -51,7 +52,7 @@ def _replay_and_rate() -> dict[str, Any]:
         cid = gr.Textbox(label="Conversation id (or prefix); clicking a row opens it", scale=3,
                          elem_id="mo-review-cid")
         show = gr.Button("Replay", elem_id="mo-review-replay")
-    replay = gr.HTML(elem_id="mo-review-view")
+    replay = gr.HTML(elem_id="mo-review-view", js_on_load=INSPECTOR_JS)  # tokens and citations work as in chat
     with gr.Accordion("Rate a reply of this conversation", open=True, elem_id="mo-review-rate"):
         with gr.Row():
             # custom values: /review_rate callers pass a turn id (the handler checks the caller and the turn)
