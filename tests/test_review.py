@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.turn import TurnResult
 from tests.test_turns import explained_turn
 
 
@@ -37,10 +38,10 @@ def test_figures_show_rates_cited_documents_and_knowledge_base_gaps(store):
     from ui.review import ANY, Review
 
     _reviewed_store(store)
-    html = Review(store).figures("", ANY, ANY, ANY, ANY, None)
+    html = Review(store).figures("", ANY, ANY, ANY, ANY, None)[0]
     assert "mean confidence 0.67" in html and "67% of 3 ratings" in html and "width:67%" in html
     assert "returns <span class='mo-dim'>3 answers" in html
-    gaps = Review(store).figures("", ANY, ANY, ANY, ANY, None)
+    gaps = Review(store).figures("", ANY, ANY, ANY, ANY, None)[0]
     assert "Knowledge-base gaps" in gaps and "<li>" not in gaps  # every passage matched above 0.50
 
 
@@ -79,7 +80,7 @@ def test_a_stored_answer_replays_as_it_was_shown(store):
     html, choices = Review(store).replay(str(cid))
     live = explained_turn()
     assert render.explanation_html(live) in html  # the same rendering as the chat tab's, badge included
-    assert render.passages_html(live.hits, render.passage_credits(live.explanation)) in html  # with their credit
+    assert render.turn_passages_html(live) in html  # with their credit
     assert "of the reply&#x27;s support" in html
     assert "feedback: up by operator" in html and "(wrong fact)" in html and "reviewed by ann" in html
     assert "Corrected answer:</b> Within &lt;b&gt;30&lt;/b&gt; days." in html  # shown, escaped
@@ -123,3 +124,77 @@ def test_an_escalated_conversation_opens_with_its_handover_summary(store):
     assert "mo-handover-summary" in html and summary.splitlines()[0] in html.replace("&#x27;", "'")
     assert summary.startswith("Customer asked: “How long can I return things?”")
     assert "Moments answered (confidence 0.67)" in summary and "Passages it had: Returns (0.71)" in summary
+
+
+def _graded_store(store):
+    """Three conversations: answers at confidence 0.9, 0.2 and 0.5 (oldest first), one escalated, one abstained."""
+    import dataclasses
+
+    ids = []
+    for conf in (0.9, 0.2, 0.5):
+        result = explained_turn()
+        result.explanation = dataclasses.replace(result.explanation, confidence=conf)
+        cid = store.start_conversation(channel="ui")
+        store.add_user_turn(cid, text=f"question at {conf}")
+        store.add_feedback(store.add_turn(cid, result), source="operator", rating="up" if conf > 0.4 else "down")
+        ids.append(str(cid))
+    store.add_user_turn(ids[1], text="and the weather?")
+    abstained = TurnResult(question="and the weather?", answer="I can't tell.", status="abstained")
+    store.add_turn(ids[1], abstained)
+    store.set_status(ids[1], "escalated")
+    return ids
+
+
+def test_sort_orders_cover_the_store_orders_and_sort_the_table(store):
+    from agent.store.queries import ORDERS as STORE_ORDERS
+    from ui.review import ANY, ORDERS, Review
+
+    assert [value for _, value in ORDERS] == list(STORE_ORDERS)
+    ids = _graded_store(store)
+    review = Review(store)
+
+    def order(by):
+        return [row[0] for row in review.search("", ANY, ANY, ANY, ANY, None, "", "", "", 1, 10, by)[0]]
+
+    assert order("recent")[0] == ids[1]  # the conversation with the latest turn first
+    assert order("lowest_confidence") == [ids[1], ids[2], ids[0]]  # 0.2, 0.5, 0.9
+    assert order("most_turns")[0] == ids[1]
+    assert order("oldest")[-1] == ids[1]
+    with pytest.raises(Exception, match="Sort by one of"):
+        review.search("", ANY, ANY, ANY, ANY, None, "", "", "", 1, 10, "alphabetical")
+
+
+def test_plots_count_every_answer_rate_and_confidence(store):
+    from ui.review import ANY, Review
+
+    _graded_store(store)
+    _, volume, rates, confidence, cited = Review(store).figures("", ANY, ANY, ANY, ANY, None)
+    today = datetime.now(UTC).date().isoformat()
+    assert dict(zip(volume["outcome"], volume["answers"], strict=True)) == {"answered": 3, "abstained": 1, "failed": 0}
+    assert set(volume["day"]) == {today}
+    got = dict(zip(rates["what"], rates["percent"], strict=True))
+    assert got == {"abstained (of answers)": 25.0, "escalated (of conversations)": 33.3, "thumbs up (of thumbs)": 66.7}
+    assert list(confidence["answers"]) == [0, 0, 1, 0, 0, 1, 0, 0, 0, 1]  # 0.2, 0.5 and 0.9 in their bins
+    assert list(cited["document"]) == ["returns"] and list(cited["answers"]) == [3]
+    # the date filter applies to the plots too: nothing before yesterday
+    yesterday = str(datetime.now(UTC).date() - timedelta(days=1))
+    _, volume, rates, confidence, _ = Review(store).figures("", ANY, ANY, ANY, ANY, None, "", yesterday)
+    assert volume.empty and rates.empty and sum(confidence["answers"]) == 0
+
+
+def test_each_export_button_writes_its_format_for_the_filtered_set(store):
+    from ui.review import ANY, EXPORTS, Review
+    from ui.review_tab import _export_as
+
+    cid = _reviewed_store(store)
+    answer = [t for t in store.get_conversation(cid).turns if t.role == "assistant"][-1]
+    store.add_feedback(answer.id, source="reviewer", corrected_answer="Within 30 days.", reviewed=True,
+                       reviewer="ann")
+    review = Review(store)
+    paths = {kind: _export_as(review, kind)("", ANY, ANY, ANY, ANY, None, "", "", "", None)["value"]
+             for kind in EXPORTS}
+    jsonl, csv_path, finetune = (Path(p) for p in paths.values())
+    assert jsonl.suffix == ".jsonl" and len(jsonl.read_text(encoding="utf-8").splitlines()) == 3
+    assert csv_path.suffix == ".csv" and len(csv_path.read_text(encoding="utf-8").splitlines()) == 1 + 6
+    examples = [json.loads(line) for line in finetune.read_text(encoding="utf-8").splitlines()]
+    assert len(examples) == 1 and "Within 30 days." in json.dumps(examples[0])

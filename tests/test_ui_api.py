@@ -157,3 +157,29 @@ def test_ask_stream_yields_tokens_then_the_ask_object(ui):
     final = events[-1]["result"]
     assert final["answer"] == "".join(tokens).strip() and isinstance(final["turn_id"], int)
     assert final["passages"][0]["doc_id"] == "gift-cards"
+
+
+def test_review_endpoints_search_rate_and_export(ui):
+    """The review desk's named endpoints: a page of conversations (sorted), a reviewer's rating landing in the store,
+    an export file of the filtered set."""
+    import json
+    import uuid
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    client, store = ui["client"], ui["store"]
+    out = client.predict("Do gift cards expire?", "", False, api_name="/ask")
+    today = datetime.now(UTC).date().isoformat()
+    table, summary = client.predict("gift cards", "any", "api", "any", "any", None, today, today, "", 1, 10,
+                                    "lowest_confidence", api_name="/review_search")
+    assert out["conversation_id"] in [row[0] for row in table["data"]] and "page 1 of 1" in summary
+    saved = client.predict(out["turn_id"], "down", ["wrong fact"], "stale", "They never expire.", "rita",
+                           api_name="/review_rate")
+    assert saved == f"Saved review of reply {out['turn_id']}."
+    reviewed = [f for f in store.get_turn(out["turn_id"]).feedback if f.source == "reviewer"]
+    assert reviewed[0].reasons == ["wrong fact"] and reviewed[0].corrected_answer == "They never expire."
+    path = client.predict("JSONL (everything)", "gift cards", "any", "api", "any", "yes", None, today, today, "",
+                          api_name="/review_export")
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    assert out["conversation_id"] in [json.loads(line)["id"] for line in lines]
+    assert all(store.get_conversation(uuid.UUID(json.loads(line)["id"])).channel == "api" for line in lines)

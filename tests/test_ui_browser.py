@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -77,6 +77,8 @@ def _open(browser, url: str) -> None:
 
     browser.get(url)
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#mo-input textarea"))
+    # the page-load events (restore, who is signed in) cover the page with their progress overlay while they run
+    _wait(browser, lambda d: not _visible(d.find_elements(By.CSS_SELECTOR, "[data-testid='status-tracker'].full")))
 
 
 def _send(browser, text: str) -> None:
@@ -118,6 +120,13 @@ def test_chat_inspect_rate_hand_over_and_reload(app, browser):
     chat = _css(browser, "#mo-chat").text
     assert "How long do I have to return an item?" in chat and "confidence" in chat.lower()
     cid = _wait(browser, lambda d: d.current_url.split("?c=")[-1] if "?c=" in d.current_url else False)
+    # the reply is quoted from passage [1] (the default answer mode) and says so; the method is named
+    assert _css(browser, "#mo-explanation .mo-origin").get_attribute("data-origin") == "quoted"
+    assert "Quoted from [1]" in chat
+    method = _css(browser, "#mo-explanation .mo-method")
+    assert method.get_attribute("data-estimator") == "exact" and "Explained by shapley" in method.text
+    marked = _visible(browser.find_elements(By.CSS_SELECTOR, "#mo-p-1 mark.mo-drove"))
+    assert marked and marked[0].text.rstrip(".") in chat  # the quoted sentence is highlighted in passage [1]
     _shot(browser, "chat-reply")
 
     word = _visible(browser.find_elements(By.CSS_SELECTOR, "#mo-explanation .mo-tok"))[1]
@@ -161,21 +170,36 @@ def test_chat_inspect_rate_hand_over_and_reload(app, browser):
 
 def test_review_filter_replay_rate_and_export(app, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     url, store = app
     _open(browser, url)
     browser.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Review')]").click()
-    since = _wait(browser, lambda d: _visible(d.find_elements(By.CSS_SELECTOR, "#mo-review-since textarea, "
-                                                                             "#mo-review-since input")))[0]
+    since = _wait(browser, lambda d: _visible(d.find_elements(By.CSS_SELECTOR, "#mo-review-since input")))[0]
     since.send_keys(datetime.now(UTC).date().isoformat())
     _css(browser, "#mo-review-search").click()
     _wait(browser, lambda d: "page 1 of 1" in _css(d, "#mo-review-summary").text)
     assert "escalation" in _css(browser, "#mo-review-summary").text
+    for plot in ("volume", "rates", "confidence", "cited"):  # the native plots drew something
+        _wait(browser, lambda d, p=plot: d.find_elements(By.CSS_SELECTOR, f"#mo-plot-{p} canvas, #mo-plot-{p} svg"))
+    browser.execute_script("document.querySelector('#mo-review-figures').scrollIntoView()")
+    _shot(browser, "review-plots")
+    browser.execute_script("window.scrollTo(0, 0)")
+    since.clear()
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    since.send_keys(tomorrow.isoformat(), Keys.ENTER)  # from tomorrow on: nothing yet, the table empties
+    _css(browser, "#mo-review-search").click()
+    _wait(browser, lambda d: _css(d, "#mo-review-summary").text.startswith("0 conversations"))
+    since.clear()
+    since.send_keys(datetime.now(UTC).date().isoformat(), Keys.ENTER)
+    _css(browser, "#mo-review-search").click()
+    _wait(browser, lambda d: "page 1 of 1" in _css(d, "#mo-review-summary").text)
     _wait(browser, lambda d: _visible(d.find_elements(By.CSS_SELECTOR, "#mo-review-table [data-testid='cell-0-1']")))
     _css(browser, "#mo-review-table [data-testid='cell-0-1']").click()  # clicking a row opens it
     _wait(browser, lambda d: "Customer:" in _css(d, "#mo-review-view").text, 60)
     view = _css(browser, "#mo-review-view").text
     assert "Handed over." in view and "Customer asked:" in view  # the escalated conversation, with its summary
+    browser.execute_script("document.querySelector('#mo-review-view').scrollIntoView()")
     _shot(browser, "review-replay")
 
     _css(browser, "#mo-review-rating input[value='down']").click()
@@ -186,9 +210,9 @@ def test_review_filter_replay_rate_and_export(app, browser):
     reviewed = [f for c in store.iter_conversations() for t in c.turns for f in t.feedback if f.source == "reviewer"]
     assert reviewed and reviewed[0].rating == "down" and reviewed[0].reasons == ["wrong fact"]
 
-    _css(browser, "#mo-review-export").click()
+    _css(browser, "#mo-review-export-csv").click()
     link = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#mo-review-file a"), 60)[0]
-    assert "moments-jsonl" in link.get_attribute("href") or "moments-jsonl" in link.text
+    assert "moments-csv" in link.get_attribute("href") or "moments-csv" in link.text
     _shot(browser, "review-export")
 
 

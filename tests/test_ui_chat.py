@@ -69,7 +69,7 @@ def test_reload_restores_the_conversation_with_its_explanation(chat):
     assert "High confidence · 0.67" in messages[1]["content"]
     live = explained_turn()
     assert explanation == render.explanation_html(live, chat.app.settings) and "mo-insp" in explanation
-    assert passages == render.passages_html(live.hits, render.passage_credits(live.explanation))
+    assert passages == render.turn_passages_html(live)
     assert state["turn_ids"] == {"1": chat.turn_id} and state["conversation_id"] == str(chat.cid)
     messages, *_, status, _, cid = chat.app.restore(SimpleNamespace(query_params={"c": "nope"}))
     assert messages == [] and cid == "" and "Could not reopen conversation &#x27;nope&#x27;" in status

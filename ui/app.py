@@ -35,6 +35,7 @@ from ui.access import Gate
 from ui.api import MomentsApi, streamed
 from ui.confidence import grade
 from ui.layout import ChatTab, build_layout
+from ui.origin import origin
 from ui.review import Review
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,12 @@ class MomentsApp:
         return cid
 
     def reply_message(self, result: TurnResult) -> str:
-        """A bot message as the chat shows it: the escaped answer, then its confidence badge."""
+        """A bot message as the chat shows it: the escaped answer, then its confidence badge (and, for a quoted
+        reply, which passage it quotes)."""
         g = grade(result, self.settings)
-        return f"{render.esc(result.answer)}\n\n{render.badge_html(g)}"
+        o = origin(result)
+        quoted = f" <span class='mo-badge mo-unknown'>Quoted from [{o.passage + 1}]</span>" if o.kind == "quoted" else ""
+        return f"{render.esc(result.answer)}\n\n{render.badge_html(g)}{quoted}"
 
     # --------------------------------------------------------------------------------------- chat tab
     def chat(self, message: str, messages: list[dict], state: dict, explain: bool, request: gr.Request = None):
@@ -115,6 +119,10 @@ class MomentsApp:
                                     "class='mo-badge mo-unknown'>Checking the sources…</span>"}
                     explanation_html = (f"<i>Explaining: re-scoring the reply under all {2 ** k} subsets of the "
                                         f"{k} passages…</i>")
+                elif event.kind not in ("done", "retrieved") and getattr(event.result, "explanation", None):
+                    # an explanation arrived before the turn ended (e.g. an instant estimate, the exact one later):
+                    # show it now, labelled with its method; the final one replaces it on "done"
+                    explanation_html, passages_html = self._explained(event.result, pending=True)
                 elif event.kind == "done":
                     result = event.result
                     messages[-1] = {"role": "assistant", "content": self.reply_message(result)}
@@ -135,10 +143,9 @@ class MomentsApp:
             messages[-1] = {"role": "assistant", "content": render.esc(f"⚠ {msg}")}
             yield "", messages, passages_html, "", state, _status(msg, True), gr.update(visible=True), cid_text
 
-    def _explained(self, result: TurnResult) -> tuple[str, str]:
-        """(explanation, passages) panels of a finished turn."""
-        return (render.explanation_html(result, self.settings),
-                render.passages_html(result.hits, render.passage_credits(result.explanation)))
+    def _explained(self, result: TurnResult, pending: bool = False) -> tuple[str, str]:
+        """(explanation, passages) panels of a turn (``pending``: more of the explanation is still to come)."""
+        return render.explanation_html(result, self.settings, pending), render.turn_passages_html(result)
 
     @staticmethod
     def _remember(state: dict, message_index: int, result: TurnResult) -> None:

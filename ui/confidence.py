@@ -2,7 +2,10 @@
 citations the model wrote that the attribution does not back.
 
 The reply-level confidence is the explanation's (``grounded share × retrieval support``, see
-:mod:`agent.attribution.summary`); the bands come from the settings (``confidence_high``, ``confidence_low``). A reply
+:mod:`agent.attribution.summary`); the bands come from the settings (``confidence_high``, ``confidence_low``), which
+are set from what the formula means (0.6: well-retrieved passages and 60% of the content words grounded), NOT
+calibrated against measured answer correctness: a "high" badge is a statement about grounding, not a measured
+probability of being right. A reply
 without an explanation is graded ``unknown``; an abstained one ``abstained``. Low and abstained replies offer a
 hand-over to a colleague.
 """
@@ -71,13 +74,21 @@ def _short(text: str, limit: int = 90) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def abstain_reason(result: TurnResult, settings: Settings) -> str:
+    """Why a turn abstained, in words: retrieval too weak, or (quoting) no sentence close enough to the question."""
+    if not result.hits or result.best_score < settings.abstain_threshold:
+        return (f"the best passage scored {result.best_score:.3f}, below the threshold "
+                f"({settings.abstain_threshold:.2f})")
+    return (f"the passages matched (best {result.best_score:.3f}) but none of their sentences was close enough to "
+            "the question to quote")
+
+
 def grade(result: TurnResult, settings: Settings) -> Grade:
     """The badge of a finished turn (see the module docstring)."""
     if result.status == "error":
         return Grade("error", None, "The reply failed; hand the conversation over or try again.")
     if result.abstained:
-        return Grade("abstained", None, f"No passage matched well enough (best score {result.best_score:.2f}), so "
-                                        "Moments did not guess.")
+        return Grade("abstained", None, f"No answer: {abstain_reason(result, settings)}, so Moments did not guess.")
     exp = result.explanation
     if exp is None:
         return Grade("unknown", None)

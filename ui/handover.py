@@ -30,7 +30,8 @@ def handover_summary(conv: ConversationDetail) -> str:
         return "\n".join(lines)
     last = answers[-1]
     if last.status == "abstained":
-        tried = "Moments did not answer: no passage matched well enough."
+        best = f" (best passage match {last.best_score:.2f})" if last.best_score is not None else ""
+        tried = f"Moments did not answer: it abstained rather than guess{best}."
     elif last.status == "error":
         tried = f"Moments failed to answer ({last.error or 'error'})."
     else:

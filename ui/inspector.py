@@ -31,7 +31,7 @@ def effect(credit: float) -> str:
     if abs(credit) < NO_EFFECT:
         return "no real effect"
     factor = math.exp(min(abs(credit), 30.0))
-    size = f"{factor:,.0f}" if factor >= 100 else f"{factor:.1f}"
+    size = "1,000+" if factor >= 1000 else f"{factor:,.0f}" if factor >= 100 else f"{factor:.1f}"
     return f"raised it ×{size}" if credit > 0 else f"lowered it ÷{size}"
 
 
@@ -55,7 +55,8 @@ def _credit_rows(tok: TokenAttribution, exp: Explanation) -> str:
 
 
 def _alternatives(tok: TokenAttribution) -> str:
-    items = "".join(f"<li><code>{esc(a)}</code> {pct(p)}</li>" for a, p in tok.alternatives[:5])
+    # spaces shown as ␣: " be" (a new word) and "be" (glued to the last one) are different choices
+    items = "".join(f"<li><code>{esc(a.replace(' ', '␣'))}</code> {pct(p)}</li>" for a, p in tok.alternatives[:5])
     return f"<div>Top choices here:</div><ol class='mo-alts'>{items}</ol>" if items else ""
 
 

@@ -12,8 +12,6 @@ cells carry ``data-i`` (the token index); :data:`INSPECTOR_JS` shows the matchin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from agent.attribution.explanation import (
     Explanation,
     SentenceCitation,
@@ -21,16 +19,14 @@ from agent.attribution.explanation import (
 )
 from agent.settings import Settings
 from agent.turn import TurnResult
-from retrieval.types import Hit
 from ui import inspector
-from ui.confidence import Grade, citation_mismatch, grade
-from ui.markup import esc, markdown
+from ui.confidence import Grade, abstain_reason, citation_mismatch, grade
+from ui.markup import esc
+from ui.origin import method_html, origin, origin_html
+from ui.passages import PALETTE, colour, passages_html
 
 __all__ = ["CSS", "INSPECTOR_JS", "PALETTE", "badge_html", "colour", "error_html", "esc", "explanation_html",
-           "passage_credits", "passages_html"]
-
-#: One colour per passage rank ([1] .. [8]); grounded tokens are tinted with their top passage's colour.
-PALETTE = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#e5e7eb"]
+           "passage_credits", "passages_html", "turn_passages_html"]
 
 CSS = """
 .mo-passage {border-left: 4px solid #ccc; padding: 4px 8px; margin: 6px 0; font-size: 0.9em;}
@@ -59,6 +55,12 @@ CSS = """
 .mo-sent {font-size: 0.9em; margin: 2px 0;}
 .mo-cite {text-decoration: none; border-radius: 3px; padding: 0 2px; font-size: 0.85em; color: #1e3a8a;}
 .mo-mismatch {color: #b45309; font-size: 0.85em;}
+.mo-origin {font-size: 0.85em; color: #1e3a8a; margin: 4px 0;}
+.mo-method {font-size: 0.85em; color: #374151; margin: 4px 0;}
+.mo-badge.mo-method-exact {background: #dbeafe; color: #1e40af;}
+.mo-badge.mo-method-estimate {background: #ffedd5; color: #9a3412;}
+mark.mo-drove {background: #fef08a; padding: 0 1px; border-radius: 2px;}
+.mo-drove-note {font-size: 0.85em; margin: 2px 0;}
 .mo-inspector {border: 1px solid #e5e7eb; border-radius: 6px; padding: 6px 8px; margin-top: 8px; font-size: 0.9em;}
 .mo-insp-head {font-weight: 600; margin-bottom: 4px;}
 .mo-alts {margin: 2px 0 4px 1.2em; padding: 0;}
@@ -75,19 +77,23 @@ CSS = """
 #mo-status .mo-error, #mo-status p {margin: 2px 0;}
 """
 
-#: ``js_on_load`` of the explanation panel: clicking (or Enter/Space on) a token or heat-map cell shows its
-#: inspector panel; clicking a citation ``[n]`` opens and scrolls to passage ``[n]``. Delegated on the panel's root,
-#: so it survives every re-render. Builds no HTML: it only toggles ``hidden`` and classes.
+#: ``js_on_load`` of the explanation panel and of the review replay: clicking (or Enter/Space on) a token or heat-map
+#: cell shows its inspector panel; clicking a citation ``[n]`` opens and scrolls to passage ``[n]``. Both look inside
+#: the enclosing ``.mo-turn`` first (a replay holds several answers, each with its passages), then the page (the chat
+#: tab's passages panel). Delegated on the component's root, so it survives every re-render. Builds no HTML: it only
+#: toggles ``hidden``, ``open`` and classes.
 INSPECTOR_JS = """
-const pick = (i) => {
-  element.querySelectorAll('.mo-insp').forEach(p => { p.hidden = p.dataset.i !== String(i); });
-  element.querySelectorAll('.mo-tok').forEach(t => t.classList.toggle('mo-picked', t.dataset.i === String(i)));
-  const hint = element.querySelector('.mo-insp-hint'); if (hint) hint.hidden = true;
+const scope = (node) => node.closest('.mo-turn') || element;
+const pick = (root, i) => {
+  root.querySelectorAll('.mo-insp').forEach(p => { p.hidden = p.dataset.i !== String(i); });
+  root.querySelectorAll('.mo-tok').forEach(t => t.classList.toggle('mo-picked', t.dataset.i === String(i)));
+  const hint = root.querySelector('.mo-insp-hint'); if (hint) hint.hidden = true;
 };
 const cite = (a) => {
-  const target = document.getElementById(a.getAttribute('href').slice(1));
+  const id = a.getAttribute('href').slice(1);
+  const target = scope(a).querySelector('#' + CSS.escape(id)) || document.getElementById(id);
   if (!target) return;
-  if (target.tagName === 'DETAILS') target.open = true;
+  for (let d = target; d; d = d.parentElement) { if (d.tagName === 'DETAILS') d.open = true; }
   target.scrollIntoView({block: 'nearest'});
   target.classList.add('mo-flash'); setTimeout(() => target.classList.remove('mo-flash'), 1500);
 };
@@ -95,46 +101,21 @@ element.addEventListener('click', (e) => {
   const a = e.target.closest('a.mo-cite');
   if (a) { e.preventDefault(); cite(a); return; }
   const t = e.target.closest('.mo-tok, .mo-cell');
-  if (t) pick(t.dataset.i);
+  if (t) pick(scope(t), t.dataset.i);
 });
 element.addEventListener('keydown', (e) => {
   const t = e.target.closest('.mo-tok');
-  if (t && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); pick(t.dataset.i); }
+  if (t && (e.key === 'Enter' || e.key === ' ')) { e.preventDefault(); pick(scope(t), t.dataset.i); }
 });
 """
 
 
-def colour(index: int | None) -> str:
-    return PALETTE[index % len(PALETTE)] if index is not None and index >= 0 else "transparent"
-
-
-def _credit_words(credits: Sequence[float] | None, index: int) -> str:
-    """A passage's share of the reply's positive credit, in words."""
-    if credits is None or index >= len(credits):
-        return ""
-    positive = sum(c for c in credits if c > 0)
-    if credits[index] <= 0 or positive <= 0:
-        return " · did not support the reply"
-    return f" · {credits[index] / positive:.0%} of the reply's support"
-
-
-def passages_html(hits: Sequence[Hit], credits: Sequence[float] | None = None) -> str:
-    """The passages panel, best match first: ``[n]`` (the number the model and the citations use), title, match
-    score, share of the reply's support (with ``credits``), and the passage's Markdown rendered safely. The best
-    passage is open; the others open from their citation."""
-    if not hits:
-        return "<div class='mo-passage'>No passages retrieved.</div>"
-    order = sorted(range(len(hits)), key=lambda i: -hits[i].score)
-    parts = []
-    for rank, i in enumerate(order):
-        h = hits[i]
-        parts.append(
-            f"<details class='mo-passage' id='mo-p-{i + 1}' style='border-left-color:{colour(i)}'"
-            f"{' open' if rank == 0 else ''}><summary class='mo-head'>[{i + 1}] {esc(h.passage.title)}"
-            f"<span class='mo-score'>match {h.score:.2f}{esc(_credit_words(credits, i))} · {esc(h.passage.id)}"
-            f"</span></summary><div class='mo-body'>{markdown(h.passage.text)}</div></details>"
-        )
-    return "\n".join(parts)
+def turn_passages_html(result: TurnResult) -> str:
+    """The passages panel of a finished turn: credit from its explanation, the sentences that drove the reply (or
+    the one it quotes) highlighted (see :mod:`ui.passages`)."""
+    o = origin(result)
+    return passages_html(result.hits, exp=result.explanation, quoted_from=o.passage if o.kind == "quoted" else None,
+                         quoted=o.sentence or None)
 
 
 def error_html(message: str) -> str:
@@ -172,24 +153,26 @@ def _sentence_html(sent: SentenceCitation) -> str:
     return f"<div class='mo-sent'>{esc(sent.text)} {''.join(_cite(j) for j in sent.cited)}{flag}</div>"
 
 
-def explanation_html(result: TurnResult, settings: Settings | None = None) -> str:
-    """The reply explained: confidence badge and warning, the reply with every token tinted by its top passage
-    (dotted underline: model prior; click for the inspector), each sentence with the passages it rests on, the
-    inspector panels and the heat map."""
-    g = grade(result, settings or Settings())
+def explanation_html(result: TurnResult, settings: Settings | None = None, pending: bool = False) -> str:
+    """The reply explained: confidence badge and warning, whether it was quoted or written by the model, the reply
+    with every token tinted by its top passage (dotted underline: model prior; click for the inspector), each
+    sentence with the passages it rests on, the method that produced the explanation (``pending``: an estimate
+    shown while the exact explanation is computed), the inspector panels and the heat map."""
+    settings = settings or Settings()
+    g = grade(result, settings)
     if result.abstained:
-        return (f"{badge_html(Grade(g.level, None))}<div class='mo-note'>Abstained: the best passage scored {result.best_score:.3f}, "
-                "below the threshold, so Moments handed over instead of guessing.</div>")
+        return (f"{badge_html(Grade(g.level, None))}<div class='mo-note'>Abstained: "
+                f"{esc(abstain_reason(result, settings))}, so Moments handed over instead of guessing.</div>")
     exp = result.explanation
     if exp is None:
-        return (f"{badge_html(g)}<div class='mo-reply'>{esc(result.answer)}</div><div class='mo-legend'>No "
-                "explanation was computed for this reply (turn on “Explain each reply”).</div>")
+        return (f"{badge_html(g)}{origin_html(result)}<div class='mo-reply'>{esc(result.answer)}</div>"
+                "<div class='mo-legend'>No explanation was computed for this reply (turn on “Explain each "
+                "reply”).</div>")
     spans = "".join(_token_html(tok) for tok in exp.tokens)
     sentences = "".join(_sentence_html(s) for s in exp.sentences)
     notes = "".join(f"<div class='mo-note'>{esc(n)}</div>" for n in exp.notes)
     legend = (f"<div class='mo-legend'>Colour = the passage that did most for the word; dotted underline = from "
-              f"the model's prior. Grounded words {exp.grounded_share:.0%} · explained by {esc(exp.method)} "
-              f"({esc(exp.estimator)}) · {exp.forward_passes} forward passes, {exp.seconds:.1f} s</div>")
+              f"the model's prior. Grounded words {exp.grounded_share:.0%}.</div>")
     cited = f"<div class='mo-legend'><b>Sources by sentence:</b></div>{sentences}" if sentences else ""
-    return (f"{badge_html(g)}<div class='mo-reply'>{spans}</div>{cited}{legend}{notes}"
-            f"{inspector.inspector_html(exp)}{inspector.heatmap_html(exp)}")
+    return (f"{badge_html(g)}{origin_html(result)}<div class='mo-reply'>{spans}</div>{cited}{legend}"
+            f"{method_html(exp, pending)}{notes}{inspector.inspector_html(exp)}{inspector.heatmap_html(exp)}")

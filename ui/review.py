@@ -26,6 +26,7 @@ from ui import render
 from ui.access import Gate
 from ui.api import parse_when
 from ui.handover import handover_summary
+from ui.review_plots import plots
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,9 @@ ANY = "any"
 PAGE_SIZE = 25
 #: The feedback reasons in the order a person scans them (all of :data:`agent.vocabulary.REASONS`).
 REASON_ORDER = sorted(REASONS, key=lambda r: (r == "other", r not in ("wrong fact", "wrong source"), r))
+#: The table's sort choices: (label, the store's order).
+ORDERS = [("most recent activity", "recent"), ("oldest activity", "oldest"),
+          ("lowest confidence first", "lowest_confidence"), ("most turns", "most_turns")]
 EXPORTS = {"JSONL (everything)": ("export_jsonl", "jsonl"), "CSV (one row per turn)": ("export_csv", "csv"),
            "Fine-tune (corrected answers)": ("export_finetune", "jsonl")}
 
@@ -93,16 +97,20 @@ class Review:
 
     def search(self, text: str, status: str, channel: str, rating: str, reviewed: str,
                confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
-               page: float | None = 1, page_size: int = PAGE_SIZE,
+               page: float | None = 1, page_size: float | None = PAGE_SIZE, order: str = "recent",
                request: gr.Request = None) -> tuple[list[list[Any]], str]:
-        """One page of the matching conversations, newest first, and a summary line (figures over all matches)."""
+        """One page of the matching conversations in ``order`` (see :data:`ORDERS`; most recent activity first by
+        default) and a summary line (figures over all matches). Every match is reachable: there is no cap."""
         store = self._need_store(request)
         filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
+        size = max(1, min(int(page_size or PAGE_SIZE), 500))
+        if order not in dict(ORDERS).values():
+            raise gr.Error(f"Sort by one of: {', '.join(v for _, v in ORDERS)} (got {order!r}).")
         try:
             total = store.count_conversations(**filters)
-            pages = max(1, math.ceil(total / page_size))
+            pages = max(1, math.ceil(total / size))
             page_no = min(max(1, int(page or 1)), pages)
-            rows = store.list_conversations(limit=page_size, offset=(page_no - 1) * page_size, **filters)
+            rows = store.list_conversations(limit=size, offset=(page_no - 1) * size, order=order, **filters)
             stats = store.stats(**filters)
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
@@ -120,16 +128,17 @@ class Review:
 
     def figures(self, text: str, status: str, channel: str, rating: str, reviewed: str,
                 confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
-                request: gr.Request = None) -> str:
-        """The figures over the matching conversations: rates, mean confidence, the most cited documents (bars) and
-        the questions with the weakest retrieval (knowledge-base gaps)."""
+                request: gr.Request = None) -> tuple[Any, ...]:
+        """The figures over the matching conversations: an HTML summary (rates, mean confidence, the most cited
+        documents, the questions with the weakest retrieval: knowledge-base gaps), then the plots' tables
+        (:mod:`ui.review_plots`: volume and rates per day, confidence histogram, most cited documents)."""
         store = self._need_store(request)
         filters = Query(text, status, channel, rating, reviewed, confidence_below, since, until, operator).filters()
         try:
-            stats = store.stats(**filters)
+            stats, series = store.stats(**filters), store.series(**filters)
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        return figures_html(stats)
+        return (figures_html(stats), *plots(stats, series).as_tuple())
 
     def show(self, conversation_id: str, request: gr.Request = None) -> str:
         """HTML replay of one conversation: every turn as it was shown (badge, explanation, passages with their
@@ -179,9 +188,9 @@ class Review:
             if f.corrected_answer:
                 parts.append(f"<div class='mo-legend'><b>Corrected answer:</b> {render.esc(f.corrected_answer)}"
                              "</div>")
-        passages = render.passages_html(result.hits, render.passage_credits(result.explanation))
+        passages = render.turn_passages_html(result)
         parts.append(f"<details><summary>Passages</summary>{passages}</details>")
-        return "\n".join(parts)
+        return f"<div class='mo-turn' data-turn='{t.id}'>{''.join(parts)}</div>"
 
     def rate(self, turn_id: float | None, rating: str, reasons: list[str], comment: str, corrected: str,
              reviewer: str, request: gr.Request = None) -> str:

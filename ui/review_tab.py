@@ -7,7 +7,8 @@ from typing import Any
 import gradio as gr
 
 from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS
-from ui.review import ANY, COLUMNS, EXPORTS, REASON_ORDER, Review
+from ui.render import INSPECTOR_JS
+from ui.review import ANY, COLUMNS, EXPORTS, ORDERS, PAGE_SIZE, REASON_ORDER, Review
 
 
 def _filters() -> list[Any]:
@@ -19,10 +20,31 @@ def _filters() -> list[Any]:
         reviewed = gr.Dropdown([ANY, "yes", "no"], value=ANY, label="Reviewed")
         conf = gr.Number(label="Confidence below (0: any)", value=None, minimum=0, maximum=1)
     with gr.Row():
-        since = gr.Textbox(label="From (YYYY-MM-DD, UTC)", elem_id="mo-review-since")
-        until = gr.Textbox(label="To (YYYY-MM-DD, inclusive)", elem_id="mo-review-until")
-        operator = gr.Textbox(label="Operator")
+        since = gr.DateTime(label="From (UTC day)", include_time=False, type="string", elem_id="mo-review-since")
+        until = gr.DateTime(label="To (UTC day, inclusive)", include_time=False, type="string",
+                            elem_id="mo-review-until")
+        operator = gr.Textbox(label="Operator", elem_id="mo-review-operator")
     return [text, status, channel, rating, reviewed, conf, since, until, operator]
+
+
+def _plots() -> list[Any]:
+    """The figures accordion: an HTML summary, then four native plots (see :mod:`ui.review_plots`)."""
+    with gr.Accordion("Figures and plots for these conversations", open=True, elem_id="mo-review-figures"):
+        summary = gr.HTML(elem_id="mo-review-figures-html")
+        with gr.Row():
+            volume = gr.BarPlot(x="day", y="answers", color="outcome", title="Answers per day", x_title="day (UTC)",
+                                y_title="answers", y_lim=[0, None], elem_id="mo-plot-volume", height=260,
+                                color_map={"answered": "#16a34a", "abstained": "#f59e0b", "failed": "#dc2626"})
+            # points, not lines: a line needs two days, and one day of data is common on a fresh desk
+            rates = gr.ScatterPlot(x="day", y="percent", color="what", title="Abstain, escalation and thumbs-up rates",
+                                   x_title="day (UTC)", y_title="%", y_lim=[0, 100], elem_id="mo-plot-rates",
+                                   height=260)
+        with gr.Row():
+            confidence = gr.BarPlot(x="confidence", y="answers", title="Answer confidence (explained answers)",
+                                    sort=None, y_lim=[0, None], elem_id="mo-plot-confidence", height=260)
+            cited = gr.BarPlot(x="document", y="answers", title="Most cited documents (answers crediting it most)",
+                               sort="-y", y_lim=[0, None], elem_id="mo-plot-cited", height=260)
+    return [summary, volume, rates, confidence, cited]
 
 
 def _replay_and_rate() -> dict[str, Any]:
@@ -30,7 +52,7 @@ def _replay_and_rate() -> dict[str, Any]:
         cid = gr.Textbox(label="Conversation id (or prefix); clicking a row opens it", scale=3,
                          elem_id="mo-review-cid")
         show = gr.Button("Replay", elem_id="mo-review-replay")
-    replay = gr.HTML(elem_id="mo-review-view")
+    replay = gr.HTML(elem_id="mo-review-view", js_on_load=INSPECTOR_JS)  # tokens and citations work as in chat
     with gr.Accordion("Rate a reply of this conversation", open=True, elem_id="mo-review-rate"):
         with gr.Row():
             # custom values: /review_rate callers pass a turn id (the handler checks the caller and the turn)
@@ -46,30 +68,57 @@ def _replay_and_rate() -> dict[str, Any]:
             "rate": [turn, rate_value, reasons, comment, corrected, reviewer]}
 
 
+def _export_as(review: Review, kind: str):
+    """The handler of one export button (the format fixed, the filters from the form)."""
+
+    def export(text: str, status: str, channel: str, rating: str, reviewed: str, confidence_below: float | None,
+               since: str, until: str, operator: str, request: gr.Request) -> Any:
+        path = review.export(kind, text, status, channel, rating, reviewed, confidence_below, since, until, operator,
+                             request=request)
+        return gr.update(value=path, visible=True)
+
+    return export
+
+
+def _exports(review: Review, filters: list[Any]) -> None:
+    """One button per export format, each writing the filtered set to a file offered for download."""
+    with gr.Row():
+        buttons = [gr.Button(f"Export {kind}", size="sm", elem_id=f"mo-review-export-{suffix}")
+                   for kind, suffix in zip(EXPORTS, ("jsonl", "csv", "finetune"), strict=True)]
+        exported = gr.File(label="Download", elem_id="mo-review-file", visible=False)  # shown once there is one
+    for kind, button in zip(EXPORTS, buttons, strict=True):
+        button.click(_export_as(review, kind), filters, [exported], api_visibility="private")
+    # the same, for API callers: the format as the first input
+    gr.api(review.export, api_name="review_export")
+
+
 def build_review_tab(review: Review) -> None:
     """Lay out the review tab inside the current ``gr.Blocks`` context and wire its events."""
     filters = _filters()
     with gr.Row():
         search = gr.Button("Search", variant="primary", elem_id="mo-review-search")
-        prev = gr.Button("◀ Newer", size="sm", elem_id="mo-review-prev")
+        order = gr.Dropdown(ORDERS, value="recent", label="Sort by", elem_id="mo-review-order")
+        size = gr.Dropdown([10, 25, 50, 100], value=PAGE_SIZE, label="Per page", elem_id="mo-review-size")
+        prev = gr.Button("◀ Previous page", size="sm", elem_id="mo-review-prev")
         page = gr.Number(value=1, precision=0, label="Page", minimum=1, elem_id="mo-review-page")
-        nxt = gr.Button("Older ▶", size="sm", elem_id="mo-review-next")
+        nxt = gr.Button("Next page ▶", size="sm", elem_id="mo-review-next")
     summary = gr.Markdown(elem_id="mo-review-summary")
-    with gr.Accordion("Figures for these conversations", open=False, elem_id="mo-review-figures"):
-        figures = gr.HTML()
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="mo-review-table")
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, elem_id="mo-review-table",
+                         column_widths=["24%", "13%", "7%", "9%", "6%", "31%", "10%"])
     r = _replay_and_rate()
-    with gr.Row():
-        kind = gr.Dropdown(list(EXPORTS), value=next(iter(EXPORTS)), label="Export the filtered conversations as")
-        export = gr.Button("Export", elem_id="mo-review-export")
-        exported = gr.File(label="Download", elem_id="mo-review-file")
+    _exports(review, filters)
+    figures = _plots()
 
+    listing = [*filters, page, size, order]
     search.click(lambda: 1, outputs=[page], api_visibility="private").then(
-        review.search, [*filters, page], [table, summary], api_name="review_search").then(
-        review.figures, filters, [figures], api_visibility="private")
+        review.search, listing, [table, summary], api_name="review_search").then(
+        review.figures, filters, figures, api_visibility="private")
+    for control in (order, size):
+        control.change(lambda: 1, outputs=[page], api_visibility="private").then(
+            review.search, listing, [table, summary], api_visibility="private")
     for button, step in ((prev, -1), (nxt, 1)):
         button.click(lambda p, s=step: max(1, int(p or 1) + s), [page], [page], api_visibility="private").then(
-            review.search, [*filters, page], [table, summary], api_visibility="private")
+            review.search, listing, [table, summary], api_visibility="private")
 
     def pick(evt: gr.SelectData, rows):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -87,4 +136,3 @@ def build_review_tab(review: Review) -> None:
     r["show"].click(open_replay, [r["cid"]], [r["replay"], r["turn"]], api_visibility="private")
     r["save"].click(review.rate, r["rate"], [r["saved"]], api_name="review_rate").then(
         open_replay, [r["cid"]], [r["replay"], r["turn"]], api_visibility="private")
-    export.click(review.export, [kind, *filters], [exported], api_name="review_export")

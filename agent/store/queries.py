@@ -131,13 +131,35 @@ def filter_clauses(f: ConversationFilter) -> list[ColumnElement[bool]]:
     return clauses
 
 
+#: List orders: most recently active first (the default), least recently active first, lowest answer confidence
+#: first (conversations with no explained answer last), most turns first.
+ORDERS = ("recent", "oldest", "lowest_confidence", "most_turns")
+
+
+def _order_by(order: str) -> list[Any]:
+    recent = [col(Conversation.updated_at).desc(), col(Conversation.id).desc()]
+    mine = col(Turn.conversation_id) == col(Conversation.id)
+    if order == "recent":
+        return recent
+    if order == "oldest":
+        return [col(Conversation.updated_at).asc(), col(Conversation.id).asc()]
+    if order == "lowest_confidence":
+        lowest = (select(func.min(ExplanationRow.confidence)).join(Turn, col(ExplanationRow.turn_id) == col(Turn.id))
+                  .where(mine).correlate(Conversation).scalar_subquery())
+        return [func.coalesce(lowest, 2.0).asc(), *recent]
+    if order == "most_turns":
+        return [select(func.count(col(Turn.id))).where(mine).correlate(Conversation).scalar_subquery().desc(),
+                *recent]
+    raise InvalidInputError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
+
+
 def conversation_ids(*, session: Session, filters: ConversationFilter, limit: int | None = None,
-                     offset: int = 0) -> list[uuid.UUID]:
-    """Ids of the matching conversations, most recently active first."""
+                     offset: int = 0, order: str = "recent") -> list[uuid.UUID]:
+    """Ids of the matching conversations in ``order`` (see :data:`ORDERS`; most recently active first by default)."""
     statement = (
         select(Conversation.id)
         .where(*filter_clauses(filters))
-        .order_by(col(Conversation.updated_at).desc(), col(Conversation.id).desc())
+        .order_by(*_order_by(order))
         .offset(offset)
     )
     if limit is not None:

@@ -34,6 +34,7 @@ from sqlmodel import Session, select
 
 from agent.attribution.explanation import Explanation
 from agent.store import crud, export, queries
+from agent.store import series as series_
 from agent.store import stats as statistics
 from agent.store.errors import InvalidInputError, NotFoundError
 from agent.store.models import (
@@ -257,8 +258,9 @@ class Store:
     # --- reads ------------------------------------------------------------------------------------------------
 
     def list_conversations(self, filters: ConversationFilter | None = None, *, limit: int = 50, offset: int = 0,
-                           **filter_kwargs: Any) -> list[ConversationPublic]:
-        """Matching conversations, most recently active first, with a summary of their turns.
+                           order: str = "recent", **filter_kwargs: Any) -> list[ConversationPublic]:
+        """Matching conversations, most recently active first (or in another of :data:`queries.ORDERS`), with a
+        summary of their turns.
 
         Filters: a :class:`ConversationFilter` and/or its fields as keywords (since, until, operator, channel,
         status, rating, reviewed, confidence_below, cites_doc, score_below, text).
@@ -266,7 +268,7 @@ class Store:
         f = ConversationFilter.of(filters, **filter_kwargs)
 
         def read(session: Session) -> list[ConversationPublic]:
-            ids = queries.conversation_ids(session=session, filters=f, limit=limit, offset=offset)
+            ids = queries.conversation_ids(session=session, filters=f, limit=limit, offset=offset, order=order)
             return queries.summaries(session=session, ids=ids)
 
         return self._read("list conversations", read)
@@ -333,6 +335,11 @@ class Store:
         f = ConversationFilter.of(filters, **filter_kwargs)
         return self._read("compute statistics",
                           lambda session: statistics.stats(session=session, filters=f, weak_score=weak_score))
+
+    def series(self, filters: ConversationFilter | None = None, **filter_kwargs: Any) -> series_.SeriesPublic:
+        """Daily figures and the confidence histogram of the matching conversations (:mod:`agent.store.series`)."""
+        f = ConversationFilter.of(filters, **filter_kwargs)
+        return self._read("compute daily figures", lambda session: series_.series(session=session, filters=f))
 
     def iter_conversations(self, filters: ConversationFilter | None = None, *, batch_size: int = 100,
                            **filter_kwargs: Any) -> Iterator[ConversationDetail]:
