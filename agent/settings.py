@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         default=None, ge=-1.0, le=1.0, allow_inf_nan=False,
         description="Quoting: hand over when the selected sentence's support is below this: the selector's "
         "probability that it answers the question, or its cosine with the 'cosine' selector. Unset: the selector "
-        "file's own threshold (at most 2% false hand-overs on its development sets; 4% on held-out development "
+        "file's own threshold (at most 2% false hand-overs on its development sets; 2.8% on held-out development "
         "articles, bench/results/select_dev.md), 0.30 for 'cosine' (3-4% on DSTC development prompts, "
         "bench/results/focus_dev.md). Never set on evaluation data.",
     )

@@ -211,6 +211,8 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     from agent.generation.focus import Selection
     from agent.generation.prompt import Exchange, build_prompt
     from agent.generation.quoting import quote, too_far
+    from retrieval.chunking import embedding_text
+    from retrieval.embedder import embed
     from retrieval.types import Hit, Passage
 
     agent = _agent(name, KBS["kb"][0], args.home)
@@ -218,14 +220,17 @@ def run_dstc(name: str, items: list[dict], args) -> list[dict]:
     path = RESULTS / f"answers_preds_{name}_dstc.jsonl"
     focus, mode = agent.settings.focus_sentences, agent.settings.answer_mode
     key = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version] + ([focus] if focus else [])
-                                    + (_quote_key(agent) if mode != "generate" else [])
+                                    + (_quote_key(agent) + ["scored hits"] if mode != "generate" else [])
                                     ).encode()).hexdigest()[:16]
     stored = _stored(path, key, args.reuse)
     # DSTC question text stays out of the repository (../shared/data/README.md): stored as a hash
     qhash = lambda q: hashlib.sha256(q.encode()).hexdigest()[:12]
     for it in tqdm([it for it in items if stored.get(it["id"], {}).get("question_sha") != qhash(it["question"])],
                    desc=f"{name}/dstc", unit="q"):
-        given = [Hit(Passage(**p), 1.0, i + 1) for i, p in enumerate(it["passages"])]
+        passages = [Passage(**p) for p in it["passages"]]
+        # real retrieval cosines, as the product's hits carry (the selector reads them)
+        vecs = embed(agent.index.model, [it["question"], *(embedding_text(p) for p in passages)])
+        given = [Hit(p, float(vecs[i + 1] @ vecs[0]), i + 1) for i, p in enumerate(passages)]
         sel: Selection = agent.focus.select(it["question"], given, agent.settings.quote_sentences)
         hits = sel.hits
         order = sel.positions or list(range(len(hits)))

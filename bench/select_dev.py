@@ -66,7 +66,7 @@ def dev_sets(dev: Path = DEV) -> list[str]:
     return sorted(p.name for p in dev.iterdir() if (p / "kb").is_dir() and (p / "questions.jsonl").is_file())
 
 
-def build_items(name: str, pool: int, cache: Path, dev: Path = DEV) -> list[Item]:
+def build_items(name: str, pool: int, cache: Path, dev: Path = DEV, embedder: str = "") -> list[Item]:
     """The candidate tables of dev set ``name`` (cached by set, pool and the questions' and articles' content)."""
     import hashlib
 
@@ -82,11 +82,13 @@ def build_items(name: str, pool: int, cache: Path, dev: Path = DEV) -> list[Item
     h = hashlib.sha256()
     for f in sorted((folder / "kb").glob("*")) + [folder / "questions.jsonl"]:
         h.update(f.read_bytes())
-    h.update(repr((pool, FEATURES)).encode())
+    embedder = embedder or DEFAULT_EMBEDDER
+    h.update(repr((pool, FEATURES, embedder)).encode())
     path = cache / f"{name}-{h.hexdigest()[:12]}.pkl"
     if path.is_file():
         return [Item(**d) for d in pickle.loads(path.read_bytes())]
-    index = KnowledgeIndex.load_or_build(folder / "kb", cache / f"index-{name}", DEFAULT_EMBEDDER, 180)
+    slug = "" if embedder == DEFAULT_EMBEDDER else "-" + hashlib.sha256(embedder.encode()).hexdigest()[:8]
+    index = KnowledgeIndex.load_or_build(folder / "kb", cache / f"index-{name}{slug}", embedder, 180)
     focus = Focus(lambda texts: embed(index.model, list(texts)))
     idf = Idf(index.passages)
     items: list[Item] = []
@@ -189,10 +191,10 @@ def threshold_for(p: np.ndarray, answerable: np.ndarray, max_false: float = 0.03
 
 # ------------------------------------------------------------------------------------------------ report
 
-def evaluate(train: list[Item], test: list[Item], cos_col: int, max_false: float = 0.03) -> dict:
+def evaluate(train: list[Item], test: list[Item], cos_col: int, max_false: float = 0.03, answer_l2: float = 1.0) -> dict:
     w, mean, scale = fit_ranker([it for it in train if it.variant == "asked"])
     xa, ya = answer_table(train, w, mean, scale)
-    aw, ab, _, _ = fit_answer(xa, ya)
+    aw, ab, _, _ = fit_answer(xa, ya, answer_l2)
     asked_train = np.array([it.variant == "asked" and it.answerable for it in train])
     thr = threshold_for(prob(xa, aw, ab), asked_train, max_false)
     asked = [it for it in test if it.variant == "asked"]
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5, help="folds by article within each set (besides the others)")
     ap.add_argument("--max-false", type=float, default=0.02,
                     help="the hand-over threshold's rule: at most this share of answerable training questions")
+    ap.add_argument("--embedder", default="", help="Settings.embedder (default: the packaged MiniLM)")
+    ap.add_argument("--answer-l2", type=float, default=100.0, help="L2 penalty of the answerability model")
     ap.add_argument("--fit", action="store_true", help="fit on every dev set and write data/selector/selector.json")
     ap.add_argument("--dev", type=Path, default=DEV, help="folder of development sets")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "moments" / "select_dev")
@@ -318,12 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         print("no development sets under data/dev", file=sys.stderr)
         return 2
-    data = {n: build_items(n, args.pool, args.cache, args.dev) for n in names}
+    data = {n: build_items(n, args.pool, args.cache, args.dev, args.embedder) for n in names}
     cos_col = FEATURES.index("cos_ctx")
-    report: dict = {"pool": args.pool, "max_false": args.max_false, "sets": names, "folds": {}}
+    report: dict = {"embedder": args.embedder or "default", "pool": args.pool, "max_false": args.max_false, "sets": names, "folds": {}}
     folds = _folds(data, args.folds)
     for held, (train, test) in folds.items():
-        report["folds"][held] = evaluate(train, test, cos_col, args.max_false)
+        report["folds"][held] = evaluate(train, test, cos_col, args.max_false, args.answer_l2)
         print(held, json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                                 for k, v in report["folds"][held].items() if k != "weights"}))
     report["total"] = _total(report["folds"].values())
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         everything = [it for n in names for it in data[n]]
         w, mean, scale = fit_ranker([it for it in everything if it.variant == "asked"])
         xa, ya = answer_table(everything, w, mean, scale)
-        aw, ab, _, _ = fit_answer(xa, ya)
+        aw, ab, _, _ = fit_answer(xa, ya, args.answer_l2)
         asked = np.array([it.variant == "asked" and it.answerable for it in everything])
         thr = threshold_for(prob(xa, aw, ab), asked, args.max_false)
         from agent.generation.selector import ANSWER_FEATURES
