@@ -66,7 +66,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     agent = Agent(settings)
-    store = None
+    store, why = None, None
     if not args.no_store:
         store, why = try_open_store(settings)
         if store is None:
@@ -74,11 +74,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     runner = ConversationRunner(agent, store)
     agent.validate(args.question)
     if args.conversation and store is None:
-        raise MomentsError("--conversation continues a stored conversation: it needs the store (drop --no-store)")
+        raise MomentsError("--conversation continues a stored conversation: it needs the store ("
+                           f"{'drop --no-store' if args.no_store else why})")
     cid = runner.resolve(args.conversation) if args.conversation else None
     agent.warm_up()  # load (first run: provision) before the turn, so its timings are the turn's own
-    cid = cid or runner.start(channel="cli")
-    print_turn(runner.stream(cid, args.question, explain=args.explain), settings, as_json=args.json)
+    not_stored = why if store is None and not args.no_store else None
+    if cid is None and store is not None:
+        cid, not_stored = runner.open(channel="cli")
+    result = print_turn(runner.stream(cid, args.question, explain=args.explain, not_stored=not_stored), settings,
+                        as_json=args.json)
+    if not result.stored and result.not_stored:
+        print(printable(f"warning: this answer was NOT stored: {result.not_stored}"), file=sys.stderr)
     return 0
 
 
