@@ -23,9 +23,9 @@ Contract
   query (what the abstention threshold compares). ``search_dense(query, k)`` / ``search_vector(vec, k)`` rank
   by cosine alone. ``search_conversation(question, history, k)`` folds earlier user turns into the query (see
   :mod:`retrieval.followup`).
-* A score is never NaN or infinite: before its first search an index checks that its vectors are finite unit
-  vectors, and a damaged one raises :class:`~retrieval.errors.CorruptIndexError` naming its folder and the rebuild
-  command (see :mod:`retrieval.integrity`).
+* A saved index whose files changed since they were written (content hashes, :mod:`retrieval.persist`) is refused
+  on load (``CorruptIndexError``; ``load_or_build`` rebuilds it). No score is NaN or infinite: before its first
+  search an index checks that its vectors are finite unit vectors (:mod:`retrieval.integrity`).
 * ``KnowledgeIndex.from_passages(passages, model)`` builds an in-memory index (benchmarks, tests).
 """
 
