@@ -86,6 +86,11 @@ class Settings(BaseSettings):
                                description="Earlier exchanges of a conversation used by the search and the prompt "
                                "(the one history limit: the store is read for this many, the search told so).")
     chunk_tokens: int = Field(default=180, ge=32, description="Maximum passage length in embedder tokens.")
+    kb_max_file_mb: float = Field(
+        default=5.0, gt=0, le=1024, allow_inf_nan=False,
+        description="Knowledge-base files larger than this many MB are skipped when indexing, with a warning naming "
+        "them (a 50 MB file would take over an hour to embed on a CPU).",
+    )
     answer_mode: Literal["quote", "generate"] = Field(
         default="quote",
         description="How the reply is written: 'quote' — the help centre's sentence that best answers the question "
@@ -153,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.home_dir / "index"
+
+    @property
+    def kb_max_file_bytes(self) -> int:
+        return int(self.kb_max_file_mb * 2**20)
 
     @property
     def db_url(self) -> str:

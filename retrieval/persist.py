@@ -18,7 +18,8 @@ Contract
   ``index.faiss`` with its size kept included) and a folder that records no hashes (written before they existed);
   a missing ``lexical/`` folder is let through (it is derived from the passages and rebuilt). Each file is hashed
   once per process: a file whose path, size and modification time were verified already is not read twice.
-* :func:`build_lock` serialises processes building the same ``index_dir`` (a lock file beside it).
+* :func:`build_lock` serialises processes building the same ``index_dir`` (a lock file beside it) and, once held,
+  cleans what a killed build left (:func:`clean_stale`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -37,6 +39,8 @@ from typing import Any
 from retrieval.errors import CorruptIndexError
 from retrieval.lexical import LexicalIndex
 from retrieval.types import Passage
+
+log = logging.getLogger(__name__)
 
 INDEX_FILE, PASSAGES_FILE, META_FILE = "index.faiss", "passages.jsonl", "meta.json"
 LEXICAL_DIR = "lexical"
@@ -151,6 +155,20 @@ def saved_version(index_dir: Path) -> str | None:
         return None
 
 
+def clean_stale(index_dir: Path) -> None:
+    """Remove what a build killed half-way left beside ``index_dir`` (call holding :func:`build_lock`): its
+    ``.tmp-*`` folders, and its ``.old-*`` ones, the newest of which becomes ``index_dir`` again when a kill between
+    the two renames of a save left no index (the last good one)."""
+    index_dir = Path(index_dir)
+    olds = sorted(index_dir.parent.glob(f".{index_dir.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not index_dir.exists():
+        os.rename(olds.pop(), index_dir)
+        log.warning("restored the last good index %s (a save was interrupted between its renames)", index_dir)
+    for stale in [*index_dir.parent.glob(f".{index_dir.name}.tmp-*"), *olds]:
+        shutil.rmtree(stale, ignore_errors=True)
+        log.info("removed %s, left by an interrupted index build", stale)
+
+
 @contextlib.contextmanager
 def build_lock(index_dir: Path) -> Iterator[None]:
     """An exclusive lock on ``<index_dir>.lock`` beside the index (processes building the same index wait)."""
@@ -164,6 +182,7 @@ def build_lock(index_dir: Path) -> Iterator[None]:
     with lock_path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            clean_stale(index_dir)
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)

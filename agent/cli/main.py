@@ -136,10 +136,14 @@ def cmd_index(args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(target)
-    index = KnowledgeIndex.load_or_build(kb, target, settings.embedder, settings.chunk_tokens, progress=True)
+    index = KnowledgeIndex.load_or_build(kb, target, settings.embedder, settings.chunk_tokens, progress=True,
+                                         max_file_bytes=settings.kb_max_file_bytes)
     state = "built" if getattr(index, "rebuilt", False) else "up to date"
     print(printable(f"index {index.version} {state}: {len(index)} passages from {kb} in "
                     f"{time.perf_counter() - started:.1f} s ({target})"))
+    for skipped in index.meta.get("skipped") or []:
+        kept = " (its last good version stays indexed)" if skipped.get("kept_previous") else ""
+        print(printable(f"warning: skipped {skipped['path']}{kept}: {skipped['reason']}"), file=sys.stderr)
     return 0
 
 
