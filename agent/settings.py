@@ -181,7 +181,10 @@ def allowed_values(name: str) -> str:
         return "one of " + ", ".join(str(v) for v in get_args(field.annotation))
     kind = _KINDS.get(field.annotation, "a path" if field.annotation is Path else "text")
     low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    above = next((m.gt for m in field.metadata if hasattr(m, "gt")), None)
     high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    if above is not None:
+        return f"{kind} above {above:g}" + (f" and at most {high:g}" if high is not None else "")
     if low is not None and high is not None:
         return f"{kind} from {low:g} to {high:g}"
     if low is not None:
