@@ -322,6 +322,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, share: 
     demo.queue(default_concurrency_limit=1)
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
                        css=render.CSS, footer_links=["api"], show_error=True, auth=gate.auth,
+                       app_kwargs=gate.app_kwargs(),
                        auth_message="Sign in to Moments (an admin adds users with `moments users add`).")
 
 
