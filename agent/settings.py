@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     )
     max_new_tokens: int = Field(default=160, ge=1, le=2048)
     max_message_chars: int = Field(default=4000, ge=1, description="Longer messages are refused.")
+    queue_max: int = Field(default=32, ge=1, le=10_000, description="Requests that may wait for the model (the app "
+                           "answers one at a time); beyond this, callers are told the app is busy and when to retry.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file moments.db in the data home."
     )

@@ -35,6 +35,7 @@ from ui.access import Gate
 from ui.api import MomentsApi, streamed
 from ui.confidence import grade
 from ui.layout import ChatTab, build_layout
+from ui.queue import bounded_queue
 from ui.review import Review
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, share: 
     else:
         log.warning("authentication is OFF (MOMENTS_AUTH=none): anyone who can reach %s:%s uses Moments as admin",
                     host, port)
-    demo.queue(default_concurrency_limit=1)
+    bounded_queue(demo, settings.queue_max)
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
                        css=render.CSS, footer_links=["api"], show_error=True, auth=gate.auth,
                        app_kwargs=gate.app_kwargs(),

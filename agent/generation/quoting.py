@@ -14,7 +14,8 @@ The reply is still explained by the language model, exactly as a generated one: 
 generator's tokenizer and re-scored under every passage subset (:mod:`agent.attribution`), which tells, word by word,
 how much each passage raises the model's probability of the quoted text, whether a word is grounded or the model's
 prior, and what the model would have said instead. The turn records ``answer_mode`` in its versions, so a reader
-knows the words were quoted, not generated.
+knows the words were quoted, not generated. A sentence that reads as an instruction to the assistant (an injection
+in the knowledge base, :mod:`agent.generation.injection`) is never quoted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 
 from agent.generation.decoding import Step
 from agent.generation.focus import Focus
+from agent.generation.injection import looks_like_instruction
 from retrieval.types import Hit
 
 _END = re.compile(r"[.!?]$")
@@ -42,6 +44,7 @@ def best_sentence(focus: Focus, question: str, hits: Sequence[Hit]) -> tuple[str
     if not hits:
         return None
     (units,) = focus.unit_scores(question, [hits[0].passage])
+    units = [(u, score) for u, score in units if not looks_like_instruction(u.text)]  # never quote an injection
     if not units:
         return None
     unit, score = max(units, key=lambda us: us[1])
