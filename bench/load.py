@@ -285,7 +285,9 @@ def report(out: dict) -> str:
         (f"`moments serve` (MOMENTS_AUTH=none, MOMENTS_QUEUE_MAX={s['queue_max']}, MOMENTS_MAX_NEW_TOKENS="
         f"{s['max_new_tokens']}, default answer mode), started in {out.get('startup_s')} s; each client: one "
         f"conversation of {s['turns']} explained turns through `/ask_stream`, all clients starting together. Times "
-        "in seconds from submitting a turn (queue wait included), on the shared 2-core machine."), "",
+        "in seconds from submitting a turn (queue wait included), on the shared 2-core machine; a caller refused by "
+        "the full queue retries every 2 s (each refusal counted), and its times run from the accepted attempt. "
+        "Quoted replies arrive in one burst, so the full reply follows the first token within milliseconds."), "",
         ("| clients | turns | wall | first token p50 / p95 | full reply p50 / p95 | explained p50 / p95 | waited in "
         "queue | max position | busy refusals | errors | stored |"),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
