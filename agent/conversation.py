@@ -4,11 +4,13 @@
 
 * :meth:`~ConversationRunner.history` is the one source of a conversation's history: the last
   ``Settings.history_turns`` exchanges, read from the store (an exchange whose answer failed is left out).
-* :meth:`~ConversationRunner.stream` reads that history, commits the user's message before generation starts, and
-  commits the finished turn (:class:`~agent.turn.TurnResult`: passages, versions, timings, explanation, tokens and
-  subset table) when it ends; a failure during retrieval, generation or attribution is stored as a turn with status
-  ``error`` and re-raised, and the conversation can continue. With no store (or no conversation) nothing is
-  recorded and a turn has no history.
+* :meth:`~ConversationRunner.stream` reads that history and, when the turn ends, commits the user's message and the
+  finished turn (:class:`~agent.turn.TurnResult`: passages, versions, timings, explanation, tokens and subset
+  table) in one transaction: stored whole, or reported as not stored (``result.stored``, ``result.not_stored``),
+  never a question without its answer. A store that refuses reads or writes does not cost the customer the answer.
+  A failure during retrieval, generation or attribution is stored as a turn with status ``error`` and re-raised,
+  and the conversation can continue. With no store (or no conversation) nothing is recorded and a turn has no
+  history.
 * :meth:`~ConversationRunner.reexplain` explains a stored answer again from its stored subset table (no model pass).
 
 :func:`open_store` is the one way the app opens the store configured by the settings.
@@ -83,33 +85,75 @@ class ConversationRunner:
                 pending = None
         return exchanges[-limit:]
 
+    def open(self, *, channel: Channel, operator: str | None = None) -> tuple[uuid.UUID | None, str | None]:
+        """:meth:`start`, or ``(None, why)`` when the store refuses it: the turn is then answered and reported as
+        not stored (pass ``why`` to :meth:`stream` as ``not_stored``)."""
+        try:
+            return self.start(channel=channel, operator=operator), None
+        except StoreError as exc:
+            log.error("could not open a conversation; answering without storing: %s", exc)
+            return None, str(exc)
+
     def stream(self, conversation_id: uuid.UUID | None, question: str, *, explain: bool = False,
-               method: str = "shapley") -> Iterator[TurnEvent]:
-        """Run and record one turn; events as :meth:`Agent.stream`. Invalid input raises before anything is stored."""
+               method: str = "shapley", not_stored: str | None = None) -> Iterator[TurnEvent]:
+        """Run and record one turn; events as :meth:`Agent.stream`. Invalid input raises before anything is stored.
+
+        The question and its answer are written together when the turn is done (:meth:`Store.add_exchange`): a
+        turn is stored whole, or the ``done`` event's result says it was not (``stored`` False, ``not_stored``
+        why) and still carries the answer. A store that cannot be read for the history, or refuses the write,
+        never costs the customer the answer; a failure of the turn itself is stored as an ``error`` turn (when
+        the store takes it) and re-raised. ``not_stored``: why a turn with no ``conversation_id`` is not stored.
+        """
         question = self.agent.validate(question)
         store = self.store if conversation_id is not None else None
-        history = self.history(conversation_id)
+        problem = not_stored
+        history: list[Exchange] = []
         if store is not None:
-            store.add_user_turn(conversation_id, text=question)
+            try:
+                store.resolve_conversation_id(str(conversation_id))  # a conversation that is not there: refused
+                history = self.history(conversation_id)
+            except StoreError as exc:
+                if isinstance(exc, (LookupError, ValueError)):  # no such conversation, a bad id: the caller's
+                    raise
+                log.error("could not read the conversation history; answering without it: %s", exc)
+                store, problem = None, str(exc)
         try:
             for event in self.agent.stream(question, history, explain=explain, method=method):
-                if event.kind == "done" and store is not None:
-                    event.result.turn_id = store.add_turn(conversation_id, event.result)
-                    event.result.conversation_id = str(conversation_id)
+                if event.kind == "done":
+                    self._record(store, conversation_id, event.result, problem)
                 yield event
         except GeneratorExit:
             raise
         except Exception as exc:
             if store is not None:
                 log.exception("turn failed; storing it with status 'error'")
-                store.add_turn(conversation_id, TurnResult(question=question, status="error",
-                                                           error=f"{type(exc).__name__}: {exc}"))
+                failed = TurnResult(question=question, status="error", error=f"{type(exc).__name__}: {exc}")
+                try:
+                    store.add_exchange(conversation_id, failed)
+                except StoreError as store_exc:
+                    log.error("the failed turn was not stored either: %s", store_exc)
             raise
 
+    @staticmethod
+    def _record(store: Store | None, conversation_id: uuid.UUID | None, result: TurnResult,
+                problem: str | None) -> None:
+        """Store the finished exchange, or mark ``result`` as not stored and say why."""
+        if conversation_id is not None:
+            result.conversation_id = str(conversation_id)
+        if store is None:
+            result.stored, result.not_stored = False, problem
+            return
+        try:
+            _, result.turn_id = store.add_exchange(conversation_id, result)
+            result.stored = True
+        except StoreError as exc:
+            log.error("the answer was given but not stored: %s", exc)
+            result.stored, result.not_stored = False, str(exc)
+
     def ask(self, conversation_id: uuid.UUID | None, question: str, *, explain: bool = False,
-            method: str = "shapley") -> TurnResult:
+            method: str = "shapley", not_stored: str | None = None) -> TurnResult:
         """Run and record one turn to the end."""
-        for event in self.stream(conversation_id, question, explain=explain, method=method):
+        for event in self.stream(conversation_id, question, explain=explain, method=method, not_stored=not_stored):
             if event.kind == "done":
                 return event.result
         raise RuntimeError("turn ended without a result")  # pragma: no cover

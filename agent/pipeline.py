@@ -93,7 +93,8 @@ class Agent:
 
             s = self.settings
             self._index = KnowledgeIndex.load_or_build(
-                s.kb_path, index_dir_for(s.index_dir, s.kb_path), s.embedder, s.chunk_tokens
+                s.kb_path, index_dir_for(s.index_dir, s.kb_path), s.embedder, s.chunk_tokens,
+                max_file_bytes=s.kb_max_file_bytes,
             )
         return self._index
 

@@ -87,6 +87,11 @@ class Settings(BaseSettings):
                                description="Earlier exchanges of a conversation used by the search and the prompt "
                                "(the one history limit: the store is read for this many, the search told so).")
     chunk_tokens: int = Field(default=180, ge=32, description="Maximum passage length in embedder tokens.")
+    kb_max_file_mb: float = Field(
+        default=5.0, gt=0, le=1024, allow_inf_nan=False,
+        description="Knowledge-base files larger than this many MB are skipped when indexing, with a warning naming "
+        "them (a 50 MB file would take over an hour to embed on a CPU).",
+    )
     answer_mode: Literal["quote", "generate"] = Field(
         default="quote",
         description="How the reply is written: 'quote' — the help centre's sentence that best answers the question "
@@ -127,6 +132,8 @@ class Settings(BaseSettings):
     )
     max_new_tokens: int = Field(default=160, ge=1, le=2048)
     max_message_chars: int = Field(default=4000, ge=1, description="Longer messages are refused.")
+    queue_max: int = Field(default=32, ge=1, le=10_000, description="Requests that may wait for the model (the app "
+                           "answers one at a time); beyond this, callers are told the app is busy and when to retry.")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file moments.db in the data home."
     )
@@ -176,6 +183,10 @@ class Settings(BaseSettings):
         return self.home_dir / "index"
 
     @property
+    def kb_max_file_bytes(self) -> int:
+        return int(self.kb_max_file_mb * 2**20)
+
+    @property
     def db_url(self) -> str:
         """The database URL in force (SQLite in the data home unless ``database_url`` is set)."""
         if self.database_url:
@@ -193,7 +204,10 @@ def allowed_values(name: str) -> str:
         return "one of " + ", ".join(str(v) for v in get_args(field.annotation))
     kind = _KINDS.get(field.annotation, "a path" if field.annotation is Path else "text")
     low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    above = next((m.gt for m in field.metadata if hasattr(m, "gt")), None)
     high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    if above is not None:
+        return f"{kind} above {above:g}" + (f" and at most {high:g}" if high is not None else "")
     if low is not None and high is not None:
         return f"{kind} from {low:g} to {high:g}"
     if low is not None:

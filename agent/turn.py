@@ -10,6 +10,8 @@ Contract
 * :meth:`TurnResult.to_dict` is its only JSON form (``moments ask --json``, the ``/ask`` endpoint). The store maps it
   to rows and back (:mod:`agent.store.turns`); nothing else re-describes a turn.
 * ``conversation_id`` and ``turn_id`` are set once the turn is stored (:class:`agent.conversation.ConversationRunner`).
+  ``stored`` says whether it was; when a store was asked to keep it and could not, ``not_stored`` says why (the
+  answer is still given: the caller shows it together with that warning).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class TurnResult:
     error: str | None = None
     conversation_id: str | None = None
     turn_id: int | None = None
+    stored: bool = False
+    not_stored: str | None = None
 
     @property
     def abstained(self) -> bool:
@@ -92,4 +96,6 @@ class TurnResult:
             "explanation": self.explanation.to_dict() if self.explanation is not None else None,
             "conversation_id": self.conversation_id,
             "turn_id": self.turn_id,
+            "stored": self.stored,
+            "not_stored": self.not_stored,
         }

@@ -9,11 +9,10 @@ Contract
   version it is loaded without embedding anything; otherwise it is updated and saved: files whose bytes are
   unchanged since the saved index keep their passages and vectors, only changed and new files are loaded,
   chunked and embedded (tqdm bar; :mod:`retrieval.update`; ``meta["n_embedded"]`` / ``["n_reused"]`` count
-  them). The dense index is exact below :data:`retrieval.ann.ANN_THRESHOLD` passages, HNSW above
-  (``meta["faiss"]``; :mod:`retrieval.ann`). Saving is atomic: files are written to a temporary folder beside ``index_dir`` which then
-  replaces it, so a failed build (a malformed KB file raises :class:`retrieval.errors.KnowledgeBaseError`
-  before anything is written) leaves the previous index as it was. Concurrent builders of the same
-  ``index_dir`` are serialised by a lock file beside it.
+  them). The dense index is exact below :data:`retrieval.ann.ANN_THRESHOLD` passages, HNSW above (``meta["faiss"]``;
+  :mod:`retrieval.ann`). A bad, oversized or vanishing KB file is skipped with a warning naming it, its last good
+  version kept (``meta["skipped"]``, :mod:`retrieval.update`); the path is checked before the embedder loads.
+  Saving is atomic (:mod:`retrieval.persist`); concurrent builders of one ``index_dir`` are serialised by a lock.
 * ``index_dir`` holds the files of :mod:`retrieval.persist`: ``index.faiss``, ``passages.jsonl`` (one
   Passage per line, in vector order), ``meta.json`` (version, embedder, chunk_tokens, kb_path, created, counts)
   and ``lexical/`` (the BM25 index).
@@ -23,9 +22,9 @@ Contract
   query (what the abstention threshold compares). ``search_dense(query, k)`` / ``search_vector(vec, k)`` rank
   by cosine alone. ``search_conversation(question, history, k)`` folds earlier user turns into the query (see
   :mod:`retrieval.followup`).
-* A score is never NaN or infinite: before its first search an index checks that its vectors are finite unit
-  vectors, and a damaged one raises :class:`~retrieval.errors.CorruptIndexError` naming its folder and the rebuild
-  command (see :mod:`retrieval.integrity`).
+* A saved index whose files changed since they were written (content hashes, :mod:`retrieval.persist`) is refused
+  on load (``CorruptIndexError``; ``load_or_build`` rebuilds it). No score is NaN or infinite: before its first
+  search an index checks that its vectors are finite unit vectors (:mod:`retrieval.integrity`).
 * ``KnowledgeIndex.from_passages(passages, model)`` builds an in-memory index (benchmarks, tests).
 """
 
@@ -63,7 +62,6 @@ from retrieval.followup import (
 from retrieval.hybrid import top_k
 from retrieval.integrity import check_hits, check_queries, check_vectors
 from retrieval.lexical import LEXICAL_VERSION, LexicalIndex
-from retrieval.loaders import iter_kb_files
 from retrieval.persist import (
     INDEX_FILE,
     build_lock,
@@ -72,6 +70,7 @@ from retrieval.persist import (
     write_folder,
 )
 from retrieval.types import Hit, Passage, Turn
+from retrieval.update import MAX_FILE_BYTES, present_files, report_skipped
 from retrieval.update import plan as plan_build
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,8 +105,7 @@ def kb_version(kb_path: Path, embedder_name: str, chunk_tokens: int) -> str:
     h = hashlib.sha256()
     for part in (embedder_name, str(chunk_tokens), CHUNKING_VERSION, INDEX_FORMAT, method_signature(), ANN_POLICY):
         h.update(part.encode() + b"\0")
-    for f in iter_kb_files(kb_path):
-        data = f.read_bytes()
+    for f, data in present_files(kb_path):
         h.update(f.relative_to(root).as_posix().encode() + b"\0")
         h.update(len(data).to_bytes(8, "little") + data)
     return h.hexdigest()[:12]
@@ -194,6 +192,7 @@ class KnowledgeIndex:
         progress: bool = True,
         model: SentenceTransformer | None = None,
         previous: KnowledgeIndex | None = None,
+        max_file_bytes: int | None = MAX_FILE_BYTES,
     ) -> KnowledgeIndex:
         """Load, chunk and embed the KB at ``kb_path`` into an in-memory index (not saved).
 
@@ -208,7 +207,7 @@ class KnowledgeIndex:
                 "kb_path": str(kb_path.expanduser().resolve()), "created": time.time()}
         reusable = previous is not None and all(previous.meta.get(k) == meta[k] for k in _REUSE_KEYS)
         plan = plan_build(kb_path, chunk_tokens, token_counter(model), previous.passages if reusable else (),
-                          previous.meta.get("files") if reusable else None)
+                          previous.meta.get("files") if reusable else None, max_file_bytes)
         if not plan.passages:
             raise KnowledgeBaseError(f"{kb_path}: the documents hold no text to index. Add content to them.")
         t0 = time.perf_counter()
@@ -219,7 +218,7 @@ class KnowledgeIndex:
         todo = plan.to_embed
         vectors[todo] = embed_passages(model, [plan.passages[i] for i in todo], progress)
         meta |= {"n_files": len(plan.files), "n_documents": plan.n_documents, "files": plan.files,
-                 "n_embedded": len(todo), "n_reused": len(kept)}
+                 "n_embedded": len(todo), "n_reused": len(kept), "skipped": plan.skipped}
         index = cls.from_vectors(plan.passages, vectors, model, meta)
         index.meta["embed_seconds"] = round(time.perf_counter() - t0, 3)
         log.info("Built index %s: %d passages from %d documents (%d embedded, %d re-used)", version,
@@ -254,24 +253,24 @@ class KnowledgeIndex:
         embedder_name: str = DEFAULT_EMBEDDER,
         chunk_tokens: int = 180,
         progress: bool = True,
+        max_file_bytes: int | None = MAX_FILE_BYTES,
     ) -> KnowledgeIndex:
         """The saved index in ``index_dir`` if it matches the KB's current version, else a fresh one (saved)."""
         kb_path, index_dir = Path(kb_path), Path(index_dir)
-        model = load_embedder(embedder_name)
         with build_lock(index_dir):
-            version = kb_version(kb_path, embedder_name, chunk_tokens)
-            saved = saved_version(index_dir)
+            version = kb_version(kb_path, embedder_name, chunk_tokens)  # a missing path: refused before the model
+            model, saved = load_embedder(embedder_name), saved_version(index_dir)
             if saved == version:
                 try:
                     index = cls.load(index_dir, model=model)
                     log.info("Reusing index %s in %s", version, index_dir)
-                    return index
+                    return report_skipped(index)
                 except KnowledgeBaseError as e:
                     log.warning("%s; rebuilding", e)
             elif saved is not None:
                 log.info("Index in %s is version %s, KB is now %s; updating", index_dir, saved, version)
             previous = _previous(index_dir, model) if saved is not None else None
-            index = cls.build(kb_path, embedder_name, chunk_tokens, progress=progress, model=model, previous=previous)
+            index = cls.build(kb_path, embedder_name, chunk_tokens, progress, model, previous, max_file_bytes)
             if index.version != version:  # the KB changed while we embedded it: still consistent, just newer
                 log.warning("The KB at %s changed during the build; saved version %s", kb_path, index.version)
             index.save(index_dir)

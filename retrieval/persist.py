@@ -12,13 +12,22 @@ Contract
   the old one as it was.
 * :func:`read_folder` reads it back (``ValueError`` / ``OSError`` / ``RuntimeError`` on a missing or damaged
   part); a folder written before ``lexical/`` existed reads with it as ``None``.
-* :func:`build_lock` serialises processes building the same ``index_dir`` (a lock file beside it).
+* Content hashes: :func:`write_folder` records the sha256 of every file it wrote in ``meta["content_sha256"]``;
+  :func:`read_folder` checks them before reading anything else, and refuses (:class:`DamagedFolderError`, a
+  :class:`~retrieval.errors.CorruptIndexError`) a file whose bytes changed since (random bytes written into
+  ``index.faiss`` with its size kept included) and a folder that records no hashes (written before they existed);
+  a missing ``lexical/`` folder is let through (it is derived from the passages and rebuilt). Each file is hashed
+  once per process: a file whose path, size and modification time were verified already is not read twice.
+* :func:`build_lock` serialises processes building the same ``index_dir`` (a lock file beside it) and, once held,
+  cleans what a killed build left (:func:`clean_stale`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,11 +36,61 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from retrieval.errors import CorruptIndexError
 from retrieval.lexical import LexicalIndex
 from retrieval.types import Passage
 
+log = logging.getLogger(__name__)
+
 INDEX_FILE, PASSAGES_FILE, META_FILE = "index.faiss", "passages.jsonl", "meta.json"
 LEXICAL_DIR = "lexical"
+HASHES_KEY = "content_sha256"
+
+#: (path, size, mtime_ns) of the files whose bytes this process checked, with the sha256 they had
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+class DamagedFolderError(CorruptIndexError):
+    """An index folder's file does not hold the bytes it was written with (or records no hashes to check)."""
+
+    def __init__(self, index_dir: Path, why: str) -> None:
+        super().__init__(f"The saved index in {index_dir} is corrupt: {why}. It is never searched: the next start "
+                         "(or `moments index PATH`) rebuilds it from the knowledge base.")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of every file under ``folder`` but the meta file, by relative path."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != META_FILE}
+
+
+def verify_folder(index_dir: Path, meta: dict[str, Any]) -> None:
+    """Raise :class:`DamagedFolderError` unless every file recorded in ``meta`` still has its recorded sha256
+    (each file hashed once per process, see the module docstring)."""
+    recorded = meta.get(HASHES_KEY)
+    if not isinstance(recorded, dict) or not recorded:
+        raise DamagedFolderError(index_dir, "it records no content hashes (written by an older version of Moments)")
+    for rel, expected in recorded.items():
+        path = Path(index_dir) / rel
+        if rel.startswith(f"{LEXICAL_DIR}/") and not (Path(index_dir) / LEXICAL_DIR).exists():
+            continue  # no BM25 folder at all: it is derived from the passages, and built again on first use
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if _verified.get(key) != expected:
+            actual = _sha256(path)
+            if actual != expected:
+                raise DamagedFolderError(index_dir, f"{rel} does not hold the bytes it was written with (sha256 "
+                                         f"{actual[:12]}…, recorded {str(expected)[:12]}…)")
+            _verified[key] = actual
 
 
 def write_folder(
@@ -55,6 +114,7 @@ def write_folder(
         with (tmp / PASSAGES_FILE).open("w", encoding="utf-8") as f:
             for p in passages:
                 f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+        meta = {**meta, HASHES_KEY: content_hashes(tmp)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
         if index_dir.exists():
             old = index_dir.parent / f".{index_dir.name}.old-{uuid.uuid4().hex[:8]}"
@@ -77,6 +137,7 @@ def read_folder(
 
     index_dir = Path(index_dir)
     meta = json.loads((index_dir / META_FILE).read_text(encoding="utf-8"))
+    verify_folder(index_dir, meta)
     with (index_dir / PASSAGES_FILE).open(encoding="utf-8") as f:
         passages = [Passage(**json.loads(line)) for line in f if line.strip()]
     faiss_index = faiss.read_index(str(index_dir / INDEX_FILE))
@@ -94,6 +155,20 @@ def saved_version(index_dir: Path) -> str | None:
         return None
 
 
+def clean_stale(index_dir: Path) -> None:
+    """Remove what a build killed half-way left beside ``index_dir`` (call holding :func:`build_lock`): its
+    ``.tmp-*`` folders, and its ``.old-*`` ones, the newest of which becomes ``index_dir`` again when a kill between
+    the two renames of a save left no index (the last good one)."""
+    index_dir = Path(index_dir)
+    olds = sorted(index_dir.parent.glob(f".{index_dir.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not index_dir.exists():
+        os.rename(olds.pop(), index_dir)
+        log.warning("restored the last good index %s (a save was interrupted between its renames)", index_dir)
+    for stale in [*index_dir.parent.glob(f".{index_dir.name}.tmp-*"), *olds]:
+        shutil.rmtree(stale, ignore_errors=True)
+        log.info("removed %s, left by an interrupted index build", stale)
+
+
 @contextlib.contextmanager
 def build_lock(index_dir: Path) -> Iterator[None]:
     """An exclusive lock on ``<index_dir>.lock`` beside the index (processes building the same index wait)."""
@@ -107,6 +182,7 @@ def build_lock(index_dir: Path) -> Iterator[None]:
     with lock_path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            clean_stale(index_dir)
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)

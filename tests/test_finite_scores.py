@@ -12,6 +12,7 @@ files in tmp_path; no language model.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -26,6 +27,7 @@ from agent.turn import TurnResult
 from retrieval.embedder import embedding_dim, load_embedder
 from retrieval.index import INDEX_FILE, KnowledgeIndex
 from retrieval.integrity import check_hits, check_vectors
+from retrieval.persist import HASHES_KEY, META_FILE, content_hashes
 from retrieval.types import Hit, Passage
 from tests.conftest import make_settings
 
@@ -90,13 +92,35 @@ def damage_vector(directory, row: int, values: np.ndarray) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", ["nan", "random"])
-def test_a_damaged_vector_is_a_corrupt_index_naming_its_folder(saved, model, damage):
+def rehash(directory) -> None:
+    """Record the folder's current bytes as its content hashes: damage done before the index was written (a bad
+    embedder at build time), which the hashes cannot see and the vector checks must."""
+    meta = json.loads((directory / META_FILE).read_text())
+    meta[HASHES_KEY] = content_hashes(directory)
+    (directory / META_FILE).write_text(json.dumps(meta))
+
+
+def _damage(model, damage: str) -> np.ndarray:
     dim = embedding_dim(model)
     rng = np.random.default_rng(0)
-    values = np.full(dim, np.nan) if damage == "nan" else np.frombuffer(rng.bytes(dim * 4), dtype=np.float32)
-    damage_vector(saved, 2, values)
-    index = KnowledgeIndex.load(saved, model=model)  # loads fine: only the numbers are wrong
+    return np.full(dim, np.nan) if damage == "nan" else np.frombuffer(rng.bytes(dim * 4), dtype=np.float32)
+
+
+@pytest.mark.parametrize("damage", ["nan", "random"])
+def test_a_damaged_index_file_is_refused_on_load_naming_its_folder(saved, model, damage):
+    damage_vector(saved, 2, _damage(model, damage))  # random bytes inside index.faiss, its size kept
+    with pytest.raises(CorruptIndexError) as info:
+        KnowledgeIndex.load(saved, model=model)
+    message = str(info.value)
+    assert str(saved) in message and "index.faiss does not hold the bytes it was written with" in message
+    assert "store" not in message
+
+
+@pytest.mark.parametrize("damage", ["nan", "random"])
+def test_a_damaged_vector_is_a_corrupt_index_naming_its_folder(saved, model, damage):
+    damage_vector(saved, 2, _damage(model, damage))
+    rehash(saved)
+    index = KnowledgeIndex.load(saved, model=model)  # loads fine: the files are as written, the numbers wrong
     for search in (lambda: index.search("Do gift cards expire?", 4),
                    lambda: index.search_conversation("do they expire?", ["I bought a gift card"], 4)):
         with pytest.raises(CorruptIndexError) as info:
@@ -128,6 +152,7 @@ def test_check_hits_refuses_any_score_that_is_not_a_cosine(tmp_path):
 
 def test_a_turn_over_a_corrupt_index_fails_naming_the_index_not_the_store(saved, model, tmp_path):
     damage_vector(saved, 0, np.full(embedding_dim(model), np.nan))
+    rehash(saved)
     index = KnowledgeIndex.load(saved, model=model)
     with Store(f"sqlite:///{tmp_path / 'moments.db'}") as store:
         agent = Agent(make_settings(tmp_path, threads=0), generator=object(), index=index)  # fails before generation

@@ -104,6 +104,8 @@ def test_ask_api_blames_the_conversation_id_only_when_it_is_wrong(api):
     ("MOMENTS_MAX_NEW_TOKENS", "1e9", "MOMENTS_MAX_NEW_TOKENS='1e9' is not valid: it must be a whole number from 1 to"),
     ("MOMENTS_ABSTAIN_THRESHOLD", "nan", "MOMENTS_ABSTAIN_THRESHOLD='nan' is not valid: it must be a number from -1"),
     ("MOMENTS_QUANTIZE", "maybe", "MOMENTS_QUANTIZE='maybe' is not valid: it must be true or false"),
+    ("MOMENTS_KB_MAX_FILE_MB", "0", "MOMENTS_KB_MAX_FILE_MB='0' is not valid: it must be a number above 0 and at"),
+    ("MOMENTS_KB_MAX_FILE_MB", "inf", "MOMENTS_KB_MAX_FILE_MB='inf' is not valid: it must be a number above 0"),
 ])
 def test_an_invalid_variable_is_one_line_naming_it_and_the_range(monkeypatch, variable, value, expected):
     monkeypatch.setenv(variable, value)

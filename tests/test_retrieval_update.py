@@ -80,20 +80,54 @@ def test_a_new_file_sharing_a_stem_re_embeds_the_renamed_ids(tmp_path, counted):
     assert sum(counted) == sum(p.doc_id != "warranty" for p in updated.passages)  # bytes equal, id not: re-embedded
 
 
-def test_the_old_index_keeps_serving_and_a_failed_update_changes_nothing(tmp_path, counted):
+def test_a_bad_file_is_skipped_by_name_and_the_rest_is_indexed(tmp_path, counted, caplog):
     kb = write(tmp_path / "kb", FILES)
     idx_dir = index_dir_for(tmp_path / "indexes", kb)
     serving = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
     (kb / "warranty.md").write_text("# Warranty\n\nEvery product has a 3-year warranty.\n")
     (kb / "broken.jsonl").write_text('{"question": "ok?", "answer": "yes"}\n{"question": oops}\n')
-    with pytest.raises(KnowledgeBaseError, match=r"broken\.jsonl, line 2"):
-        KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
-    assert KnowledgeIndex.load(idx_dir).version == serving.version  # the last good index is still on disk
-    (kb / "broken.jsonl").unlink()
-    updated = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)  # swapped in whole
-    assert updated.version != serving.version and not list(idx_dir.parent.glob(f".{idx_dir.name}.tmp-*"))
+    updated = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)  # not stopped by it
+    assert "Skipped broken.jsonl" in caplog.text and "broken.jsonl, line 2" in caplog.text
+    assert [(s["path"], s["kept_previous"]) for s in updated.meta["skipped"]] == [("broken.jsonl", False)]
+    assert "broken.jsonl" not in {f["path"] for f in updated.meta["files"]}
+    assert "3-year" in updated.search("warranty length", 1)[0].passage.text  # the good change is in
     assert "1-year" in serving.search("warranty length", 1)[0].passage.text  # the object in use still answers
-    assert "3-year" in updated.search("warranty length", 1)[0].passage.text
+    assert not list(idx_dir.parent.glob(f".{idx_dir.name}.tmp-*"))
+    caplog.clear()
+    again = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)  # saved: said again on load
+    assert not again.rebuilt and "Skipped broken.jsonl when this index was built" in caplog.text
+    (kb / "broken.jsonl").write_text('{"question": "Is the shop open on Sundays?", "answer": "Yes, 10 to 4."}\n')
+    fixed = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
+    assert fixed.meta["skipped"] == [] and "Sundays" in fixed.search("open on sunday", 1)[0].passage.title
+
+
+def test_a_file_that_turns_bad_keeps_its_last_good_version(tmp_path, caplog):
+    kb = write(tmp_path / "kb", FILES)
+    (kb / "faq.jsonl").write_text('{"question": "Do you ship abroad?", "answer": "Yes, to 30 countries."}\n')
+    idx_dir = index_dir_for(tmp_path / "indexes", kb)
+    KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
+    (kb / "faq.jsonl").write_text('{"question": "Do you ship abroad?", "answer": oops}\n')
+    updated = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False)
+    assert "faq.jsonl, line 1" in caplog.text and "last good version stays indexed" in caplog.text
+    assert updated.meta["skipped"][0]["kept_previous"] is True
+    assert "30 countries" in updated.search("ship abroad", 1)[0].passage.text
+
+
+def test_an_oversized_file_is_skipped_with_the_limit_named(tmp_path, caplog):
+    kb = write(tmp_path / "kb", FILES)
+    (kb / "huge.txt").write_text("Huge\n\n" + "lorem ipsum dolor sit amet " * 4000)  # about 108 KB
+    idx_dir = index_dir_for(tmp_path / "indexes", kb)
+    index = KnowledgeIndex.load_or_build(kb, idx_dir, chunk_tokens=64, progress=False, max_file_bytes=50_000)
+    assert "huge.txt: 105 KB is over the per-file limit of 49 KB (MOMENTS_KB_MAX_FILE_MB)" in caplog.text
+    assert all(p.doc_id != "huge" for p in index.passages) and index.meta["skipped"][0]["path"] == "huge.txt"
+    every = KnowledgeIndex.build(kb, chunk_tokens=64, progress=False, max_file_bytes=None)  # no limit: indexed
+    assert any(p.doc_id == "huge" for p in every.passages)
+
+
+def test_a_kb_with_no_good_file_names_every_reason(tmp_path):
+    kb = write(tmp_path / "kb", {"a.jsonl": '{"question": oops}\n', "b.md": ""})
+    with pytest.raises(KnowledgeBaseError, match=r"no file could be indexed .*a\.jsonl, line 1.*b\.md, line 1"):
+        KnowledgeIndex.load_or_build(kb, tmp_path / "index", chunk_tokens=64, progress=False)
 
 
 def test_an_index_without_or_with_a_damaged_bm25_folder(tmp_path):

@@ -65,7 +65,7 @@ def test_a_finished_turn_round_trips_through_the_store(store):
     result = explained_turn()
     cid = store.start_conversation(channel="api")
     store.add_user_turn(cid, text=result.question)
-    result.turn_id, result.conversation_id = store.add_turn(cid, result), str(cid)
+    result.turn_id, result.conversation_id, result.stored = store.add_turn(cid, result), str(cid), True
 
     back = store.get_result(result.turn_id)
     assert back.to_dict() == result.to_dict()  # the API's JSON: question, passages, timings, explanation ...

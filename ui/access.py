@@ -10,7 +10,9 @@ Rules: an operator chats, and reads, continues, rates and hands over only their 
 by prefix); a reviewer also reads every conversation, rates and corrects as a reviewer, and exports; an admin
 manages users (``moments users``) and API keys (``moments keys``). An API key (user name ``key-…``, its secret as
 the password: ``Client(url, auth=(key_id, secret))``) is an operator on the ``api`` channel only: the API endpoints,
-never the chat or review tabs; a revoked key is refused at once.
+never the chat or review tabs; a revoked key is refused at once. A key may also be sent as a header
+(``X-API-Key: <key id>:<secret>`` or ``Authorization: Bearer <key id>:<secret>``, :mod:`ui.api_keys`). A name whose
+sign-ins keep failing is locked for a while (5 failures: 30 s, doubling up to 15 min).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from agent.access import Accounts, has_role, is_key_id
+from agent.access.limits import SignInLimiter
 from agent.errors import MomentsError
 from agent.settings import Settings
 
@@ -57,12 +60,13 @@ class Gate:
                                "users are kept, and it could not be opened. Fix MOMENTS_DATABASE_URL, or set "
                                "MOMENTS_AUTH=none for a single-user local run.")
         self.accounts = Accounts(store) if store is not None else None
+        self.limiter = SignInLimiter()
 
     @classmethod
     def disabled(cls) -> Gate:
         """A gate that lets everyone in as :data:`LOCAL` (``MOMENTS_AUTH=none``)."""
         gate = cls.__new__(cls)
-        gate.enabled, gate.store, gate.accounts = False, None, None
+        gate.enabled, gate.store, gate.accounts, gate.limiter = False, None, None, SignInLimiter()
         return gate
 
     @property
@@ -71,8 +75,13 @@ class Gate:
         return self.login if self.enabled else None
 
     def login(self, name: str, password: str) -> bool:
-        """Gradio's sign-in check."""
+        """Gradio's sign-in check (also for API keys sent as a header, :mod:`ui.api_keys`); a name that keeps
+        failing is locked for a while (:class:`~agent.access.limits.SignInLimiter`)."""
         assert self.accounts is not None
+        wait = self.limiter.wait_s(name)
+        if wait > 0:
+            log.warning("sign-in refused for %r: locked for %.0f s more after repeated failures", name, wait)
+            return False
         try:
             if is_key_id(name):
                 ok = self.accounts.authenticate_key(name, password) is not None
@@ -82,7 +91,21 @@ class Gate:
             log.exception("sign-in check failed")
             return False
         log.info("sign-in %s for %r", "accepted" if ok else "refused", name)
+        if ok:
+            self.limiter.succeeded(name)
+        elif lockout := self.limiter.failed(name):
+            log.warning("sign-in for %r locked for %.0f s after repeated failures", name, lockout)
         return ok
+
+    def app_kwargs(self) -> dict:
+        """``launch(app_kwargs=...)``: API keys may also come as a header (:mod:`ui.api_keys`)."""
+        if not self.enabled:
+            return {}
+        from starlette.middleware import Middleware
+
+        from ui.api_keys import KeyHeaderAuth
+
+        return {"middleware": [Middleware(KeyHeaderAuth, gate=self)]}
 
     def caller(self, request: gr.Request | None) -> Caller:
         """The caller of a handler; refuses an unknown or removed user."""

@@ -11,10 +11,8 @@ Endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
 * ``/conversation`` (conversation_id, detail="summary") → :class:`ConversationOut`, explanations included;
 * ``/handover`` (conversation_id, note="") → :class:`HandoverOut`: the conversation becomes ``escalated``.
 
-Compact explanations (:func:`compact_explanation`): floats rounded to 4 significant digits, credit given once
-(the Shapley values are the credit when the estimator is exact), and a detail level: ``summary`` (reply figures,
-passages, sentences), ``tokens`` (+ per token: text, probability, grounding, flag, top passage, credit per passage)
-or ``full`` (+ top alternatives and leave-one-out values). This module deliberately has no
+The returned values and the compact explanation format are defined in :mod:`ui.api_types`. A turn the store could
+not keep is still answered: ``stored`` is false and ``not_stored`` says why. This module deliberately has no
 ``from __future__ import annotations``: Gradio reads the real type hints to document the endpoints.
 """
 
@@ -24,106 +22,35 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import Any, TypedDict, get_args
+from typing import Any, get_args
 
 import gradio as gr
 
-from agent.attribution.explanation import Explanation, TokenAttribution
 from agent.conversation import ConversationRunner
 from agent.errors import MomentsError
 from agent.settings import Settings
 from agent.turn import TurnResult
 from agent.vocabulary import RATINGS
-from retrieval.types import Hit
 from ui.access import Caller, Gate
-from ui.confidence import grade
+from ui.api_types import (
+    DETAILS,
+    AskOut,
+    ConversationOut,
+    ConversationSummaryOut,
+    FeedbackOut,
+    HandoverOut,
+    PageOut,
+    PassageOut,
+    StreamEvent,
+    TurnOut,
+    compact_explanation,
+    confidence_out,
+    passage_out,
+    sig,
+)
 from ui.handover import handover_summary
 
 log = logging.getLogger(__name__)
-
-DETAILS = ("summary", "tokens", "full")
-
-
-class PassageOut(TypedDict):
-    n: int  # the [n] the reply and its citations use
-    doc_id: str
-    passage_id: str
-    title: str
-    score: float
-    text: str
-
-
-class ConfidenceOut(TypedDict):
-    level: str  # high | check | low | unknown | abstained | error
-    value: float | None
-    warning: str
-    offer_handover: bool
-
-
-class AskOut(TypedDict):
-    question: str
-    answer: str
-    status: str  # ok | abstained | error
-    conversation_id: str
-    turn_id: int | None
-    passages: list[PassageOut]
-    confidence: ConfidenceOut
-    explanation: dict[str, Any] | None  # compact format, see compact_explanation
-    timings: dict[str, float]
-
-
-class StreamEvent(TypedDict):
-    kind: str  # token | explaining | done
-    text: str  # the new text of a token event
-    result: AskOut | None  # the finished turn, on the done event
-
-
-class FeedbackOut(TypedDict):
-    feedback_id: int
-    turn_id: int
-    rating: str
-
-
-class ConversationSummaryOut(TypedDict):
-    conversation_id: str
-    title: str
-    channel: str
-    status: str
-    turns: int
-    updated_at: str
-    last_confidence: float | None
-
-
-class PageOut(TypedDict):
-    total: int
-    offset: int
-    items: list[ConversationSummaryOut]
-
-
-class TurnOut(TypedDict):
-    turn_id: int
-    role: str
-    text: str
-    status: str
-    confidence: ConfidenceOut | None
-    passages: list[PassageOut]
-    explanation: dict[str, Any] | None
-    feedback: list[dict[str, Any]]
-
-
-class ConversationOut(TypedDict):
-    conversation_id: str
-    title: str
-    channel: str
-    status: str
-    turns: list[TurnOut]
-
-
-class HandoverOut(TypedDict):
-    conversation_id: str
-    status: str
-    summary: str
-
 
 def streamed(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
     """``fn`` (a generator method) for ``gr.api``: Gradio documents an endpoint's output from the return annotation,
@@ -136,54 +63,6 @@ def streamed(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
     signature = inspect.signature(fn)
     endpoint.__signature__ = signature.replace(return_annotation=get_args(signature.return_annotation)[0])
     return endpoint
-
-
-def sig(value: float | None, digits: int = 4) -> float | None:
-    """``value`` rounded to ``digits`` significant digits (None stays None)."""
-    return None if value is None else float(f"{value:.{digits}g}")
-
-
-def _token(t: TokenAttribution, full: bool, exact: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"i": t.index, "text": t.text, "p": sig(t.prob), "grounding": sig(t.grounding),
-                           "flag": t.flag, "top": None if t.top_passage is None else t.top_passage + 1,
-                           "credit": [sig(c) for c in t.credit]}
-    if full:
-        out["alternatives"] = [[a, sig(p)] for a, p in t.alternatives[:5]]
-        if t.loo is not None:
-            out["loo"] = [sig(c) for c in t.loo]
-        if t.shapley is not None and not exact:
-            out["shapley"] = [sig(c) for c in t.shapley]
-    return out
-
-
-def compact_explanation(exp: Explanation | None, detail: str = "summary") -> dict[str, Any] | None:
-    """The explanation in the API's compact format (see the module docstring); passages numbered from 1."""
-    if exp is None:
-        return None
-    if detail not in DETAILS:
-        raise gr.Error(f"detail must be one of {', '.join(DETAILS)} (got {detail!r}).")
-    out: dict[str, Any] = {
-        "method": exp.method, "estimator": exp.estimator, "confidence": sig(exp.confidence),
-        "grounded_share": sig(exp.grounded_share), "top_doc_id": exp.top_doc_id, "seconds": sig(exp.seconds, 3),
-        "passages": [{"n": p.index + 1, "doc_id": p.doc_id, "credit": sig(p.credit), "grounded_tokens":
-                      p.grounded_tokens} for p in exp.passages],
-        "sentences": [{"text": s.text, "cited": [j + 1 for j in s.cited], "model_cited": [j + 1 for j in
-                       s.model_cited], "grounded_share": sig(s.grounded_share)} for s in exp.sentences],
-        "notes": list(exp.notes), "detail": detail}
-    if detail != "summary":
-        exact = exp.estimator == "exact"
-        out["tokens"] = [_token(t, detail == "full", exact) for t in exp.tokens]
-    return out
-
-
-def passage_out(hits: list[Hit]) -> list[PassageOut]:
-    return [PassageOut(n=i + 1, doc_id=h.passage.doc_id, passage_id=h.passage.id, title=h.passage.title,
-                       score=round(h.score, 4), text=h.passage.text) for i, h in enumerate(hits)]
-
-
-def confidence_out(result: TurnResult, settings: Settings) -> ConfidenceOut:
-    g = grade(result, settings)
-    return ConfidenceOut(level=g.level, value=sig(g.confidence), warning=g.warning, offer_handover=g.offer_handover)
 
 
 def parse_when(value: str, name: str, *, end: bool = False) -> datetime | None:
@@ -251,12 +130,14 @@ class MomentsApi:
                       conversation_id=result.conversation_id or "", turn_id=result.turn_id,
                       passages=passage_out(result.hits), confidence=confidence_out(result, self.settings),
                       explanation=compact_explanation(result.explanation, detail),
-                      timings={k: round(v, 1) for k, v in result.timings.items()})
+                      timings={k: round(v, 1) for k, v in result.timings.items()},
+                      stored=result.stored, not_stored=result.not_stored or "")
 
     def _begin(self, question: str, conversation_id: str, detail: str,
-               request: gr.Request | None) -> tuple[str, uuid.UUID | None]:
+               request: gr.Request | None) -> tuple[str, uuid.UUID | None, str | None]:
         """Check an ask request (the caller may continue only their own conversation) and open its conversation
-        (when new, recording the caller as its operator): the question and the conversation id."""
+        (when new, recording the caller as its operator): the question, the conversation id, and why the turn
+        will not be stored when the store refused to open the conversation."""
         caller = self.gate.caller(request)
         if detail not in DETAILS:
             raise gr.Error(f"detail must be one of {', '.join(DETAILS)} (got {detail!r}).")
@@ -265,19 +146,20 @@ class MomentsApi:
             cid = full_conversation_id(conversation_id)
             if cid is not None:
                 self.gate.check_owner(caller, cid, write=True)
+            not_stored = None
             if self.store is not None and cid is None:
-                cid = self.runner.start(channel="api", operator=self.gate.operator(caller))
+                cid, not_stored = self.runner.open(channel="api", operator=self.gate.operator(caller))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        return question, cid
+        return question, cid, not_stored
 
     def ask(self, question: str, conversation_id: str = "", explain: bool = False,
             detail: str = "summary", request: gr.Request = None) -> AskOut:
         """Answer one question; pass the returned conversation_id back to continue the conversation. With explain,
         the explanation comes in the compact format at the given detail (summary, tokens or full)."""
-        question, cid = self._begin(question, conversation_id, detail, request)
+        question, cid, not_stored = self._begin(question, conversation_id, detail, request)
         try:
-            result = self.runner.ask(cid, question, explain=bool(explain))
+            result = self.runner.ask(cid, question, explain=bool(explain), not_stored=not_stored)
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
         return self.turn_out(result, detail)
@@ -286,9 +168,9 @@ class MomentsApi:
                    detail: str = "summary", request: gr.Request = None) -> Iterator[StreamEvent]:
         """/ask, streamed: events {kind: "token", text} as the reply is written, {kind: "explaining"} while the
         explanation is computed, then {kind: "done", result} with the same object /ask returns."""
-        question, cid = self._begin(question, conversation_id, detail, request)
+        question, cid, not_stored = self._begin(question, conversation_id, detail, request)
         try:
-            for event in self.runner.stream(cid, question, explain=bool(explain)):
+            for event in self.runner.stream(cid, question, explain=bool(explain), not_stored=not_stored):
                 if event.kind == "token":
                     yield StreamEvent(kind="token", text=event.text, result=None)
                 elif event.kind == "explaining":

@@ -36,6 +36,7 @@ from ui.api import MomentsApi, streamed
 from ui.confidence import grade
 from ui.layout import ChatTab, build_layout
 from ui.origin import origin
+from ui.queue import bounded_queue
 from ui.review import Review
 
 log = logging.getLogger(__name__)
@@ -68,18 +69,20 @@ class MomentsApp:
         self.ask, self.feedback = self.api.ask, self.api.feedback
 
     # --------------------------------------------------------------------------------------- helpers
-    def _conversation(self, state: dict, request: gr.Request | None) -> uuid.UUID | None:
-        """The session's conversation (opened on the first message, with the signed-in user as its operator)."""
+    def _conversation(self, state: dict, request: gr.Request | None) -> tuple[uuid.UUID | None, str | None]:
+        """The session's conversation (opened on the first message, with the signed-in user as its operator), and
+        why the turn will not be stored when the store refused to open it (the turn is answered all the same)."""
         caller = self.gate.ui_caller(request)
         if self.store is None:
-            return None
+            return None, None
         if state.get("conversation_id"):
             cid = uuid.UUID(state["conversation_id"])
             self.gate.check_owner(caller, cid, write=True)
-            return cid
-        cid = self.runner.start(channel="ui", operator=self.gate.operator(caller))
-        state["conversation_id"] = str(cid)
-        return cid
+            return cid, None
+        cid, not_stored = self.runner.open(channel="ui", operator=self.gate.operator(caller))
+        if cid is not None:
+            state["conversation_id"] = str(cid)
+        return cid, not_stored
 
     def reply_message(self, result: TurnResult) -> str:
         """A bot message as the chat shows it: the escaped answer, then its confidence badge (and, for a quoted
@@ -97,7 +100,7 @@ class MomentsApp:
         messages = list(messages or [])
         try:
             question = self.agent.validate(message)
-            cid = self._conversation(state, request)
+            cid, not_stored = self._conversation(state, request)
         except (MomentsError, gr.Error) as exc:
             yield (gr.skip(),) * 5 + (_status(str(exc), error=True), gr.skip(), gr.skip())
             return
@@ -107,7 +110,7 @@ class MomentsApp:
         cid_text = str(cid) if cid else ""
         yield "", messages, passages_html, explanation_html, state, "", hide, cid_text
         try:
-            for event in self.runner.stream(cid, question, explain=explain):
+            for event in self.runner.stream(cid, question, explain=explain, not_stored=not_stored):
                 if event.kind == "retrieved":
                     passages_html, explanation_html = render.passages_html(event.hits), "<i>Writing the answer…</i>"
                 elif event.kind == "token":
@@ -129,7 +132,9 @@ class MomentsApp:
                     explanation_html, passages_html = self._explained(result)
                     self._remember(state, len(messages) - 1, result)
                     offer = grade(result, self.settings).offer_handover and cid is not None
-                    yield "", messages, passages_html, explanation_html, state, "", gr.update(visible=offer), \
+                    status = _status(f"This reply was NOT stored: {result.not_stored}", error=True) \
+                        if result.not_stored else ""
+                    yield "", messages, passages_html, explanation_html, state, status, gr.update(visible=offer), \
                         cid_text
                     continue
                 yield "", messages, passages_html, explanation_html, state, "", hide, cid_text
@@ -322,9 +327,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860, share: 
     else:
         log.warning("authentication is OFF (MOMENTS_AUTH=none): anyone who can reach %s:%s uses Moments as admin",
                     host, port)
-    demo.queue(default_concurrency_limit=1)
+    bounded_queue(demo, settings.queue_max)
     return demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=prevent_thread_lock,
                        css=render.CSS, footer_links=["api"], show_error=True, auth=gate.auth,
+                       app_kwargs=gate.app_kwargs(),
                        auth_message="Sign in to Moments (an admin adds users with `moments users add`).")
 
 

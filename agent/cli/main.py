@@ -66,7 +66,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     agent = Agent(settings)
-    store = None
+    store, why = None, None
     if not args.no_store:
         store, why = try_open_store(settings)
         if store is None:
@@ -74,11 +74,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     runner = ConversationRunner(agent, store)
     agent.validate(args.question)
     if args.conversation and store is None:
-        raise MomentsError("--conversation continues a stored conversation: it needs the store (drop --no-store)")
+        raise MomentsError("--conversation continues a stored conversation: it needs the store ("
+                           f"{'drop --no-store' if args.no_store else why})")
     cid = runner.resolve(args.conversation) if args.conversation else None
     agent.warm_up()  # load (first run: provision) before the turn, so its timings are the turn's own
-    cid = cid or runner.start(channel="cli")
-    print_turn(runner.stream(cid, args.question, explain=args.explain), settings, as_json=args.json)
+    not_stored = why if store is None and not args.no_store else None
+    if cid is None and store is not None:
+        cid, not_stored = runner.open(channel="cli")
+    result = print_turn(runner.stream(cid, args.question, explain=args.explain, not_stored=not_stored), settings,
+                        as_json=args.json)
+    if not result.stored and result.not_stored:
+        print(printable(f"warning: this answer was NOT stored: {result.not_stored}"), file=sys.stderr)
     return 0
 
 
@@ -130,10 +136,14 @@ def cmd_index(args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(target)
-    index = KnowledgeIndex.load_or_build(kb, target, settings.embedder, settings.chunk_tokens, progress=True)
+    index = KnowledgeIndex.load_or_build(kb, target, settings.embedder, settings.chunk_tokens, progress=True,
+                                         max_file_bytes=settings.kb_max_file_bytes)
     state = "built" if getattr(index, "rebuilt", False) else "up to date"
     print(printable(f"index {index.version} {state}: {len(index)} passages from {kb} in "
                     f"{time.perf_counter() - started:.1f} s ({target})"))
+    for skipped in index.meta.get("skipped") or []:
+        kept = " (its last good version stays indexed)" if skipped.get("kept_previous") else ""
+        print(printable(f"warning: skipped {skipped['path']}{kept}: {skipped['reason']}"), file=sys.stderr)
     return 0
 
 

@@ -147,10 +147,14 @@ class Focus:
         ``sentences`` > 1, the next best units of the same passage, in reading order. With ``show``, only that many
         hits are shown (the best by their best unit; without focus, the quote's passage first, then retrieval
         order)."""
+        from agent.generation.injection import looks_like_instruction
+
         scored, answerable = self.scored(question, hits)
         best: tuple[float, int, Unit] | None = None
         for n, units in enumerate(scored):
             for u, sc in units:
+                if looks_like_instruction(u.text):  # never quote an injected instruction
+                    continue
                 if best is None or sc > best[0]:
                     best = (sc, n, u)
         order = self._focus(hits, scored) if self.keep > 0 else list(enumerate(hits))
@@ -161,7 +165,8 @@ class Focus:
         positions = [n for n, _ in order]
         if best is None:
             return Selection(shown, None, None, positions=positions)
-        picked = sorted(scored[best[1]], key=lambda us: -us[1])[:max(1, sentences)]
+        picked = sorted(((u, sc) for u, sc in scored[best[1]] if not looks_like_instruction(u.text)),
+                        key=lambda us: -us[1])[:max(1, sentences)]
         text = " ".join(u.text for u, _ in sorted(picked, key=lambda us: us[0].order))
         return Selection(shown, text, best[0] if answerable is None else answerable,
                          1 + positions.index(best[1]), positions)

@@ -10,11 +10,17 @@ Accepted settings (see ``Settings.model``):
 
 A corrupt or partial download never reaches the loader: files are verified after download and again before
 conversion, a mismatch is deleted and downloaded once more, and every output is written to a temporary folder that
-is renamed into place only when complete.
+is renamed into place only when complete. Converted weights are never served damaged either: the conversion
+records the sha256 of every file it wrote (``files_sha256`` in ``moments-provenance.json``), and every use checks
+them (each file hashed once per process, by path, size and modification time); a mismatch, random bytes written
+into ``model.safetensors`` with its size kept included, is logged and the folder is converted again from the
+verified download. A folder converted before the hashes were kept has them recorded on its first check (trust on
+first use). Conversions of one folder are serialised by a lock file beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +174,46 @@ def fetch_gguf(source: GgufSource, downloads_dir: Path, attempts: int = 2) -> Pa
     )
 
 
+#: (path, size, mtime_ns) of files this process hashed, with their sha256
+_hashed: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha(path: Path) -> str:
+    """:func:`sha256_file`, once per process for a file whose size and modification time did not change."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashed:
+        _hashed[key] = sha256_file(path)
+    return _hashed[key]
+
+
+def _content_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: _file_sha(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != PROVENANCE}
+
+
+def _write_provenance(folder: Path, meta: dict) -> None:
+    tmp = folder / f".{PROVENANCE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, folder / PROVENANCE)
+
+
+def _files_ok(out_dir: Path, meta: dict) -> bool:
+    """Whether every converted file still holds the bytes recorded at conversion (see the module docstring)."""
+    recorded = meta.get("files_sha256")
+    if not recorded:
+        meta["files_sha256"] = _content_hashes(out_dir)
+        _write_provenance(out_dir, meta)
+        log.info("recorded the content hashes of %s (converted before they were kept)", out_dir)
+        return True
+    for name, expected in recorded.items():
+        path = out_dir / name
+        if not path.is_file() or _file_sha(path) != expected:
+            log.warning("%s is corrupt: %s does not hold the bytes written when it was converted (sha256 "
+                        "mismatch); it is not loaded, and is converted again", out_dir, name)
+            return False
+    return True
+
+
 def _converted_ok(out_dir: Path, gguf_sha: str) -> bool:
     prov = out_dir / PROVENANCE
     if not prov.is_file():
@@ -178,7 +225,23 @@ def _converted_ok(out_dir: Path, gguf_sha: str) -> bool:
     if meta.get("gguf_sha256") != gguf_sha:
         return False
     weights = out_dir / "model.safetensors"
-    return weights.is_file() and weights.stat().st_size == meta.get("safetensors_size")
+    if not (weights.is_file() and weights.stat().st_size == meta.get("safetensors_size")):
+        return False
+    return _files_ok(out_dir, meta)
+
+
+@contextlib.contextmanager
+def _conversion_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``.<out_dir name>.lock`` beside ``out_dir`` (processes converting it wait)."""
+    import fcntl
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (out_dir.parent / f".{out_dir.name}.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def convert_gguf(gguf: Path, out_dir: Path, gguf_sha: str | None = None) -> Path:
@@ -186,6 +249,13 @@ def convert_gguf(gguf: Path, out_dir: Path, gguf_sha: str | None = None) -> Path
     gguf_sha = gguf_sha or sha256_file(gguf)
     if _converted_ok(out_dir, gguf_sha):
         return out_dir
+    with _conversion_lock(out_dir):
+        if _converted_ok(out_dir, gguf_sha):  # another process converted it while this one waited
+            return out_dir
+        return _convert(gguf, out_dir, gguf_sha)
+
+
+def _convert(gguf: Path, out_dir: Path, gguf_sha: str) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -212,6 +282,7 @@ def convert_gguf(gguf: Path, out_dir: Path, gguf_sha: str | None = None) -> Path
             "safetensors_size": weights.stat().st_size,
             "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.perf_counter() - started, 1),
+            "files_sha256": _content_hashes(tmp),
         }, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)

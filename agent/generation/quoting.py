@@ -16,7 +16,8 @@ The reply is still explained by the language model, exactly as a generated one: 
 generator's tokenizer and re-scored under every passage subset (:mod:`agent.attribution`), which tells, word by word,
 how much each passage raises the model's probability of the quoted text, whether a word is grounded or the model's
 prior, and what the model would have said instead. The turn records ``answer_mode`` in its versions, so a reader
-knows the words were quoted, not generated.
+knows the words were quoted, not generated. A sentence that reads as an instruction to the assistant (an injection
+in the knowledge base, :mod:`agent.generation.injection`) is never quoted.
 """
 
 from __future__ import annotations

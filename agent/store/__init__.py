@@ -4,9 +4,9 @@ replayable, in SQLite (default, a file in the data home) or PostgreSQL (``MOMENT
     from agent.store import Store
     store = Store(url)                        # connects and upgrades the schema (the store knows no settings)
     cid = store.start_conversation(channel="ui", operator="alice")
-    store.add_user_turn(cid, text=question)   # committed before generation starts
-    turn_id = store.add_turn(cid, result)     # a finished agent.turn.TurnResult: answer, passages, explanation,
-                                              # prompt/reply tokens and the subset table, in one transaction
+    question_id, turn_id = store.add_exchange(cid, result)  # a finished agent.turn.TurnResult: the question and
+                                              # its answer, passages, explanation, prompt/reply tokens and the
+                                              # subset table, in one transaction (add_user_turn + add_turn: apart)
     store.get_result(turn_id)                 # ... and back, as the TurnResult it was
 
 Modules: ``models`` (SQLModel schema families and read models), ``turns`` (a TurnResult as rows and back), ``crud``

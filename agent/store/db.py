@@ -131,6 +131,17 @@ def retryable(exc: BaseException) -> bool:
     return False
 
 
+def refuses_writes(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is there but will not take writes (a read-only SQLite file or folder, a
+    full disk, an I/O error, a read-only PostgreSQL transaction or server)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        message = str(exc.orig).lower()
+        return any(w in message for w in ("readonly", "read-only", "disk i/o", "database or disk is full"))
+    return getattr(exc.orig, "sqlstate", None) in ("25006", "53100")  # read-only transaction, disk full
+
+
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database could not be reached (rather than rejecting a statement)."""
     if not isinstance(exc, DBAPIError):

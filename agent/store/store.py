@@ -5,7 +5,8 @@ Contract:
 * Opening a store connects, and upgrades the schema to the newest revision (an old database keeps its data). An
   unreachable database raises :class:`~agent.errors.StoreError` naming the URL (password masked) and what to do.
 * Every public write is one transaction, committed before the method returns: what it acknowledged (returned an id
-  for) is kept; what raised left nothing behind. Contention (SQLite's write lock, PostgreSQL serialization failures
+  for) is kept; what raised left nothing behind. :meth:`Store.add_exchange` writes a question and its answer
+  together, so a turn is stored whole or not at all (never a question without its answer). Contention (SQLite's write lock, PostgreSQL serialization failures
   or deadlocks) is retried with backoff inside the store for up to ``retry_deadline_s``; callers never see
   "database is locked".
 * Turn indexes are allocated under a lock on the conversation (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR NO KEY
@@ -161,6 +162,23 @@ class Store:
         """Record a finished turn in one transaction: the answer, its passages, explanation, prompt and reply tokens
         and the attribution's subset table (see :mod:`agent.store.turns`); its turn id."""
         return self._add_answer(_uuid(conversation_id), answer_rows(result, reply_to=reply_to))
+
+    def add_exchange(self, conversation_id: ConversationId, result: TurnResult) -> tuple[int, int]:
+        """Record a whole exchange in one transaction: the question (``result.question``) as the user's turn and
+        the finished turn answering it (as :meth:`add_turn`); their turn ids. Both are kept, or neither."""
+        cid, rows = _uuid(conversation_id), answer_rows(result)
+
+        def write(session: Session) -> tuple[int, int]:
+            conversation = crud.lock_conversation(session=session, conversation_id=cid)
+            question = crud.create_user_turn(session=session, conversation=conversation, text=result.question)
+            rows.turn.reply_to_id = question.id
+            answer = crud.create_assistant_turn(session=session, conversation=conversation, turn_in=rows.turn,
+                                                passages=rows.passages, explanation_in=rows.explanation,
+                                                tokens_in=rows.tokens)
+            assert question.id is not None and answer.id is not None
+            return question.id, answer.id
+
+        return self._write("store the exchange", write)
 
     def _add_answer(self, cid: uuid.UUID, rows: AnswerRows) -> int:
         def write(session: Session) -> int:

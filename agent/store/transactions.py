@@ -27,6 +27,7 @@ from agent.store.db import (
     make_engine,
     mask_url,
     parse_url,
+    refuses_writes,
     retryable,
     unreachable,
     writer,
@@ -107,6 +108,12 @@ class Database:
         log.info("conversation store %s upgraded from revision %s to %s", self.url, current, head)
 
     def _error(self, what: str, exc: SQLAlchemyError) -> StoreError:
+        if unreachable(exc) and self.backend == "sqlite":
+            return StoreError(
+                f"cannot open the conversation store's SQLite file at {self.url} ({_reason(exc)}). Check that the "
+                "file and its folder exist and are readable and writable by this user (MOMENTS_HOME, "
+                "MOMENTS_DATABASE_URL or --db)."
+            )
         if unreachable(exc):
             return StoreError(
                 f"cannot reach the conversation store at {self.url} ({_reason(exc)}). Check that the database "
@@ -117,6 +124,12 @@ class Database:
             return StoreError(
                 f"could not {what}: the conversation store at {self.url} stayed busy for {self.retry_deadline_s:.0f} s "
                 "(another process holds its write lock); try again, or stop the process that holds it"
+            )
+        if refuses_writes(exc):
+            return StoreError(
+                f"could not {what}: the conversation store at {self.url} refuses writes ({_reason(exc)}). Check that "
+                "its file and folder are writable and the disk is not full (or point MOMENTS_DATABASE_URL at a "
+                "writable database)"
             )
         return StoreError(f"could not {what} in the conversation store at {self.url}: {_reason(exc)}")
 

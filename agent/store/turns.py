@@ -98,7 +98,8 @@ def turn_result(answer: TurnPublic, question: str = "", tokens: TurnTokensPublic
                         hits=[stored_hit(p) for p in sorted(answer.passages, key=lambda p: p.rank)],
                         timings=dict(answer.latency), versions=dict(answer.versions),
                         explanation=stored_explanation(answer.explanation.data if answer.explanation else None),
-                        error=answer.error, conversation_id=str(answer.conversation_id), turn_id=answer.id)
+                        error=answer.error, conversation_id=str(answer.conversation_id), turn_id=answer.id,
+                        stored=True)
     if tokens is not None:
         result.prompt_ids, result.token_ids, result.token_texts = tokens.prompt_ids, tokens.reply_ids, tokens.reply_texts
         result.passage_spans = [(int(a), int(b)) for a, b in tokens.passage_spans]

@@ -1,0 +1,70 @@
+"""API keys sent as a header: ``X-API-Key: <key id>:<secret>`` or ``Authorization: Bearer <key id>:<secret>``.
+
+:class:`KeyHeaderAuth` is an ASGI middleware (``launch(app_kwargs=gate.app_kwargs())``) in front of Gradio's
+routes. A request carrying such a header is checked with the gate's sign-in check (so failures count towards its
+lockout); a valid key gets a Gradio session for its key id (one per key, reused), handed to Gradio as the session
+cookie of this one request, so every route and handler sees the key id as the signed-in user exactly as after
+``Client(url, auth=(key_id, secret))``; an invalid one is answered ``401`` with a one-line reason, without reaching
+Gradio. Requests without the header pass through untouched (Gradio's own sign-in applies). Handlers still check the
+key on every call (a revoked key is refused at once).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from anyio import to_thread
+
+from agent.access import is_key_id
+
+HEADERS = (b"x-api-key", b"authorization")
+
+
+def key_credentials(headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
+    """``(key id, secret)`` from the request's headers, or None when it carries no API key."""
+    for name, value in headers:
+        if name.lower() not in HEADERS:
+            continue
+        text = value.decode("latin-1").strip()
+        if name.lower() == b"authorization":
+            scheme, _, text = text.partition(" ")
+            if scheme.lower() != "bearer":
+                continue
+        key_id, sep, secret = text.strip().partition(":")
+        if sep and is_key_id(key_id):
+            return key_id, secret
+    return None
+
+
+class KeyHeaderAuth:
+    """See the module docstring. ``gate``: the app's :class:`ui.access.Gate`."""
+
+    def __init__(self, app: Any, gate: Any) -> None:
+        self.app, self.gate = app, gate
+        self._sessions: dict[str, str] = {}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        credentials = key_credentials(scope.get("headers", [])) if scope["type"] in ("http", "websocket") else None
+        if credentials is None:
+            await self.app(scope, receive, send)
+            return
+        key_id, secret = credentials
+        if not await to_thread.run_sync(self.gate.login, key_id, secret):
+            await _refuse(send, f"API key {key_id} refused: unknown, revoked or wrong secret (or locked after "
+                                "repeated failures; try again later).")
+            return
+        gradio_app = scope["app"]
+        token = self._sessions.setdefault(key_id, secrets.token_urlsafe(16))
+        gradio_app.tokens[token] = key_id
+        cookie = f"access-token-{gradio_app.cookie_id}={token}".encode()
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"cookie"] + [(b"cookie", cookie)]
+        await self.app({**scope, "headers": headers}, receive, send)
+
+
+async def _refuse(send: Any, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
