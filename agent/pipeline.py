@@ -71,7 +71,8 @@ class Agent:
             from retrieval.embedder import embed
 
             model = self.index.model
-            selector = load_selector(self.settings.answer_selector) if self.settings.answer_mode == "quote" else None
+            s = self.settings
+            selector = load_selector(s.answer_selector, s.embedder) if s.answer_mode == "quote" else None
             self._focus = Focus(lambda texts: embed(model, list(texts)), keep=self.settings.focus_sentences,
                                 selector=selector, idf=Idf(self.index.passages) if selector else None)
         return self._focus

@@ -54,6 +54,7 @@ _GEN = {"answer_mode": "generate"}
 CONFIGS: dict[str, tuple[str, str, str, dict]] = {
     "default": ("smollm2-135m", "auto", "auto", {}),
     # the previous default: the cosine pick of one sentence among the top 4 passages
+    "mpnet": ("smollm2-135m", "auto", "auto", {"embedder": "all-mpnet-base-v2"}),
     "quote-cos": ("smollm2-135m", "auto", "auto", {"answer_selector": "cosine", "quote_sentences": 1, "answer_pool": 4}),
     "v12": ("smollm2-135m", "smollm2-135m-support-v12", "auto", _GEN),
     "v8": ("smollm2-135m", "smollm2-135m-support-v8", "auto", _GEN),
@@ -148,9 +149,9 @@ def _quote_key(agent) -> list:
     key: list = [agent.settings.answer_mode, agent.answer_threshold, agent.settings.quote_sentences,
                  agent.settings.answer_pool]
     if sel != "cosine":
-        from agent.generation.selector import DEFAULT_SELECTOR
+        from agent.generation.selector import selector_file
 
-        path = DEFAULT_SELECTOR if sel == "default" else Path(sel)
+        path = selector_file(agent.settings.embedder) if sel == "default" else Path(sel)
         key.append(hashlib.sha256(path.read_bytes()).hexdigest()[:12])
     return key
 

@@ -341,18 +341,21 @@ def main(argv: list[str] | None = None) -> int:
         thr = threshold_for(prob(xa, aw, ab), asked, args.max_false)
         from agent.generation.selector import ANSWER_FEATURES
 
-        WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        WEIGHTS.write_text(json.dumps({
+        out = WEIGHTS if not args.embedder else WEIGHTS.with_name(f"selector-{args.embedder}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
             "features": list(FEATURES), "weights": w.tolist(), "mean": mean.tolist(), "scale": scale.tolist(),
             "answer_features": list(ANSWER_FEATURES), "answer_weights": aw.tolist(), "answer_bias": ab,
             "threshold": thr, "threshold_rule": f"at most {args.max_false:.0%} false hand-overs on the dev sets", "fitted_on": names, "pool": args.pool,
-            "command": "python -m bench.select_dev --fit",
+            "embedder": args.embedder or "default",
+            "command": " ".join(["python -m bench.select_dev", *(argv if argv is not None else sys.argv[1:])]),
         }, indent=1))
         report["fitted"] = {"threshold": thr, "weights": dict(zip(FEATURES, np.round(w, 3).tolist()))}
-        print("wrote", WEIGHTS, "threshold", round(thr, 3))
+        print("wrote", out, "threshold", round(thr, 3))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "select_dev.json").write_text(json.dumps(report, indent=1))
-    (RESULTS / "select_dev.md").write_text(markdown(report, " ".join(["python -m bench.select_dev", *(argv or sys.argv[1:])])))
+    stem = "select_dev" + (f"-{args.embedder}" if args.embedder else "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    (RESULTS / f"{stem}.md").write_text(markdown(report, " ".join(["python -m bench.select_dev", *(argv or sys.argv[1:])])))
     return 0
 
 

@@ -220,12 +220,23 @@ DEFAULT_SELECTOR = Path(__file__).resolve().parents[2] / "data" / "selector" / "
 COSINE_THRESHOLD = 0.30
 
 
-def load_selector(name: str) -> Selector | None:
-    """The selector named by ``Settings.answer_selector``: ``default`` (the shipped file), ``cosine`` (None: the
-    embedder's cosine alone) or a path to a fitted file. A ``ValueError`` says what to do when it is missing."""
+def selector_file(embedder: str = "") -> Path:
+    """The shipped selector for ``embedder``: ``selector-<name>.json`` beside the default one when it exists (fitted
+    with that embedder's cosines), else the default (fitted with the packaged MiniLM)."""
+    if embedder and "/" not in embedder:
+        own = DEFAULT_SELECTOR.with_name(f"selector-{embedder}.json")
+        if own.is_file():
+            return own
+    return DEFAULT_SELECTOR
+
+
+def load_selector(name: str, embedder: str = "") -> Selector | None:
+    """The selector named by ``Settings.answer_selector``: ``default`` (the shipped file for ``embedder``:
+    :func:`selector_file`), ``cosine`` (None: the embedder's cosine alone) or a path to a fitted file. A
+    ``ValueError`` says what to do when it is missing."""
     if name == "cosine":
         return None
-    path = DEFAULT_SELECTOR if name == "default" else Path(name).expanduser()
+    path = selector_file(embedder) if name == "default" else Path(name).expanduser()
     if not path.is_file():
         raise ValueError(f"answer selector {name!r}: no file at {path}. Set MOMENTS_ANSWER_SELECTOR to 'default', "
                          "'cosine' or a file written by `python -m bench.select_dev --fit`.")
