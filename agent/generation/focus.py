@@ -28,7 +28,6 @@ Contract
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -37,70 +36,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from agent.generation.units import Unit, focused_text, split_units
 from retrieval.types import Hit, Passage
+
+__all__ = ["Focus", "Selection", "Unit", "focused_text", "split_units"]
 
 #: Unit vectors cached by text (a knowledge base's sentences repeat across questions).
 _CACHE_SIZE = 20_000
-_SENT_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
-_BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
-_TABLE_RULE = re.compile(r"^\|?[\s:\-|]+\|?$")
-
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.generation.selector import Idf, Selector
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One answer unit of a passage: its text and its position among the passage's lines/sentences."""
-
-    text: str
-    order: int
-    heading: bool = False
-
-
-def _clean(text: str) -> str:
-    return " ".join(text.replace("**", "").replace("__", "").split())
-
-
-def _table_row(line: str, header: list[str] | None) -> str:
-    cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if header and len(header) == len(cells) and header != cells:
-        return "; ".join(f"{h}: {c}" for h, c in zip(header, cells) if c) + "."
-    return ": ".join(c for c in cells if c) + "."
-
-
-def split_units(text: str) -> list[Unit]:
-    """Answer units of a passage body (see module docstring); the first line is a heading when it has no sentence
-    end and more lines follow."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    units: list[Unit] = []
-    header: list[str] | None = None
-    for i, line in enumerate(lines):
-        if i == 0 and len(lines) > 1 and not line.endswith((".", "!", "?", ":")) and not line.startswith("|"):
-            units.append(Unit(_clean(line.lstrip("#")), len(units), heading=True))
-            continue
-        if line.startswith("|"):
-            if _TABLE_RULE.fullmatch(line):
-                continue
-            if header is None:
-                header = [c.strip() for c in line.strip("|").split("|")]
-                continue
-            units.append(Unit(_clean(_table_row(line, header)), len(units)))
-            continue
-        header = None
-        for sentence in _SENT_END.split(_clean(_BULLET.sub("", line))):
-            if sentence.strip():
-                units.append(Unit(_clean(sentence), len(units)))
-    return units
-
-
-def focused_text(units: Sequence[Unit], keep_orders: set[int]) -> str:
-    """The heading line (if any) and the kept units, in their original order, one line for the heading."""
-    head = [u.text for u in units if u.heading]
-    body = " ".join(u.text for u in units if u.order in keep_orders and not u.heading)
-    return "\n".join([*head, body]) if head else body
 
 
 class Focus:

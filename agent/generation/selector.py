@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.generation.focus import Unit, split_units
+from agent.generation.units import Unit, split_units
 from retrieval.lexical import tokenize
 from retrieval.types import Hit, Passage
 
