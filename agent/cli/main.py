@@ -178,9 +178,11 @@ def build_parser(commands: Sequence[Commands] = ()) -> argparse.ArgumentParser:
 
     from agent.cli.logs import register
     from agent.cli.users import register as register_users
+    from agent.cli.worker import register as register_worker
 
     register(sub)
     register_users(sub)
+    register_worker(sub)
     for add in commands:
         add(sub)
     return parser
