@@ -48,7 +48,8 @@ def head_features(generator_or_model, layout, reply_ids: Sequence[int], *, top_n
     :class:`~agent.generation.loading.LoadedModel` or a causal LM; the caller holds the generator's lock."""
     from agent.generation.decoding import fast_decoder
 
-    model = getattr(generator_or_model, "model", generator_or_model)
+    # a LoadedModel has a tokenizer beside its model (a causal LM's own ``.model`` is its inner decoder)
+    model = generator_or_model.model if hasattr(generator_or_model, "tokenizer") else generator_or_model
     reply = [int(t) for t in reply_ids]
     spans = list(layout.passage_spans)
     if not reply:
