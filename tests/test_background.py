@@ -12,7 +12,14 @@ import pytest
 from agent.attribution import estimator as est_mod
 from agent.background.inprocess import InProcessWorker
 from agent.conversation import ConversationRunner
-from agent.store.exactjobs import exact_status, finish_exact, pending_turns, queue_depth, queue_exact, start_exact
+from agent.store.exactjobs import (
+    exact_status,
+    finish_exact,
+    pending_turns,
+    queue_depth,
+    queue_exact,
+    start_exact,
+)
 from tests.test_turns import explained_turn, runner_for
 
 
