@@ -116,7 +116,8 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None) -> int
     log.info("worker %s: store %s, model loaded; waiting for jobs on %s", ctx.name, ctx.store.url, QUEUE_NAME)
     cls = _worker_class()
     worker = cls([Queue(QUEUE_NAME, connection=connection)], connection=connection, name=ctx.name.replace(":", "-"),
-                 maintenance_interval=settings.worker_maintenance_s)
+                 maintenance_interval=settings.worker_maintenance_s,
+                 worker_ttl=settings.worker_maintenance_s + 15)  # an idle worker wakes every maintenance_s
     worker.grace = settings.worker_grace_s
-    worker.work(burst=burst, logging_level="INFO", dequeue_timeout=settings.worker_maintenance_s)
+    worker.work(burst=burst, logging_level="INFO")
     return 0
