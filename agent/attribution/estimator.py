@@ -33,9 +33,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+from agent.generation.decoding import ADAPTER_ATTR
+
 FILENAME = "attention_estimator.json"
-#: the attribute of a loaded model naming its adapter (directory, hash), set by agent.generation.loading
-ADAPTER_ATTR = "moments_adapter"
 
 
 @dataclass

@@ -69,12 +69,12 @@ _context: _Context | None = None
 def _load_context(settings=None, name: str | None = None) -> _Context:
     global _context
     if _context is None:
-        from agent.conversation import open_store
         from agent.generation.loading import load_generator
         from agent.settings import Settings
+        from agent.store import Store
 
         settings = settings or Settings()
-        _context = _Context(open_store(settings), load_generator(settings),
+        _context = _Context(Store(settings.db_url), load_generator(settings),
                             name or f"{socket.gethostname()}:{os.getpid()}")
     return _context
 

@@ -136,7 +136,7 @@ def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Load
     if adapter_dir is not None:
         model = model.merge_and_unload()
     model.eval()
-    from agent.attribution.estimator import ADAPTER_ATTR
+    from agent.generation.decoding import ADAPTER_ATTR
 
     setattr(model, ADAPTER_ATTR, (adapter_dir, a_hash))  # where the learned attention estimator's weights are
     if settings.quantize:
