@@ -75,6 +75,10 @@ def run(args) -> int:
         path = out / f"turn-{i:05d}"
         if path.with_suffix(".json").exists():
             done += 1
+            if args.refeature:
+                refeature(path, turn, gen, settings, kb_index, embedder, focus_agent)
+            continue
+        if args.refeature:
             continue
         mode = "quote" if i % 2 == 0 else "generate"
         s = replace_settings(settings, mode)
@@ -102,14 +106,46 @@ def run(args) -> int:
                     estimate_features_s=est_s, exact_s=exact_s, generation_ms=result.timings.get("generation_ms"),
                     logp_agreement=agree, computed_tokens=feats.computed_tokens,
                     passages=[h.passage.id for h in result.hits])
-        _save(path, meta, {"x": feats.x.astype(np.float16), "table": table.logp.astype(np.float32),
-                           "masks": np.array(table.masks), "reply": np.array(result.token_ids),
-                           "logp": feats.logp, "top_ids": feats.top_ids, "top_logp": feats.top_logp})
+        _save(path, meta, {"x": feats.x.astype(np.float16), "dla": feats.dla.astype(np.float16),
+                           "table": table.logp.astype(np.float32), "masks": np.array(table.masks),
+                           "reply": np.array(result.token_ids), "prompt": np.array(layout.input_ids),
+                           "spans": np.array(layout.passage_spans), "logp": feats.logp, "top_ids": feats.top_ids,
+                           "top_logp": feats.top_logp})
         written += 1
         log.info("turn %d (%s, %s, %s): k=%d T=%d features %.2f s, exact %.1f s", i, turn.source, turn.split, mode,
                  k, len(result.token_ids), est_s, exact_s)
     log.info("wrote %d turns (%d were already there) in %s", written, done, out)
     return 0
+
+
+def refeature(path: Path, turn, gen, settings, kb_index, embedder, focus_agent) -> None:
+    """Recompute the features of a stored turn with the current feature pass (the exact table is kept): the turn is
+    run again through the pipeline (deterministic) and must give the stored reply."""
+    from agent.attribution.headfeatures import head_features
+    from agent.pipeline import Agent
+    from retrieval.index import KnowledgeIndex
+
+    meta = json.loads(path.with_suffix(".json").read_text())
+    if meta.get("status") != "ok":
+        return
+    with np.load(path.with_suffix(".npz")) as z:
+        arrays = {name: z[name] for name in z.files}
+    if "dla" in arrays:
+        return
+    index = kb_index if turn.pool is None else KnowledgeIndex.from_passages(turn.pool, embedder)
+    agent = Agent(replace_settings(settings, meta["mode"]), generator=gen, index=index)
+    agent._focus = focus_agent.focus if turn.pool is None else None
+    result = agent.ask(turn.question, turn.history)
+    if list(result.token_ids) != arrays["reply"].tolist():
+        log.warning("turn %s: the reply differs from the stored one; features not recomputed", path.name)
+        return
+    layout = result.layout
+    with gen.lock:
+        feats = head_features(gen, layout, result.token_ids)
+    arrays.update(x=feats.x.astype(np.float16), dla=feats.dla.astype(np.float16), prompt=np.array(layout.input_ids),
+                  spans=np.array(layout.passage_spans))
+    _save(path, meta, arrays)
+    log.info("refeatured %s", path.name)
 
 
 def replace_settings(settings, mode: str):
@@ -125,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--out", default="", help="output folder (default: ~/.cache/moments/estimator/<adapter>)")
+    p.add_argument("--refeature", action="store_true",
+                   help="only recompute the features of the turns already there (their exact tables are kept)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return run(args)

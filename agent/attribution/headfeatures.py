@@ -8,6 +8,12 @@ and passage ``j``, the attention mass on passage ``j``'s content tokens::
 
     x[t, l, h, j] = sum_{i in span_j} softmax(q_{t,l,h} . K_{l,h}^T / sqrt(d))[i]        # (T, L, H, k), in [0, 1]
 
+and the *direct logit attribution* of the same span through the same head: what the head's output from passage
+``j``'s tokens adds to the logit of the reply token itself (the unembedding row of ``reply[t]``, times the final
+norm's weights, read through the head's slice of the output projection)::
+
+    dla[t, l, h, j] = (sum_{i in span_j} a[t,l,h,i] v_{l,h,i}) . W_O[l, h]^T (w_norm * W_U[reply[t]])    # (T, L, H, k)
+
 plus the full-context log-probability of each reply token and its top alternatives, from the same pass. These are
 the inputs of the learned estimator (:mod:`agent.attribution.estimator`) and everything the instant explanation
 needs besides the learned weights.
@@ -37,6 +43,7 @@ class HeadFeatures:
     """Attention mass per reply token, layer, head and passage, with the full-context log-probabilities."""
 
     x: np.ndarray  # (T, L, H, k) float32
+    dla: np.ndarray | None  # (T, L, H, k) float32 (None on the transformers reference path)
     logp: np.ndarray  # (T,) log p(reply[t] | full prompt, reply[:t])
     top_logp: np.ndarray  # (T, top_n)
     top_ids: np.ndarray  # (T, top_n)
@@ -55,15 +62,19 @@ def head_features(generator_or_model, layout, reply_ids: Sequence[int], *, top_n
     if not reply:
         return _empty(model, len(spans), top_n)
     dec = fast_decoder(model)
-    if dec is not None:
-        return _fast(dec, list(layout.input_ids), reply, spans, top_n)
-    return _hf(model, list(layout.input_ids), reply, spans, top_n)
+    if dec is None:
+        from agent.generation.fastdecode import FastDecoder, supported
+
+        if not supported(model):
+            return _hf(model, list(layout.input_ids), reply, spans, top_n)
+        dec = FastDecoder(model, reuse_prefix=False)  # the same network on the model's fp32 weights
+    return _fast(dec, list(layout.input_ids), reply, spans, top_n)
 
 
 def _empty(model, k: int, top_n: int) -> HeadFeatures:
     cfg = model.config
-    return HeadFeatures(np.zeros((0, cfg.num_hidden_layers, cfg.num_attention_heads, k), np.float32), np.zeros(0),
-                        np.zeros((0, top_n)), np.zeros((0, top_n), np.int64))
+    zeros = np.zeros((0, cfg.num_hidden_layers, cfg.num_attention_heads, k), np.float32)
+    return HeadFeatures(zeros, zeros.copy(), np.zeros(0), np.zeros((0, top_n)), np.zeros((0, top_n), np.int64))
 
 
 def _readout(logits, reply: list[int], top_n: int):
@@ -95,7 +106,7 @@ def _hf(model, prompt: list[int], reply: list[int], spans, top_n: int) -> HeadFe
         att = torch.stack([a[0, :, n - 1:] for a in out.attentions])  # (L, H, T, n + T - 1)
         x = _span_mass(att, spans).permute(2, 0, 1, 3)  # (T, L, H, k)
         logp, top_logp, top_ids = _readout(out.logits[0, n - 1:], reply, top_n)
-    return HeadFeatures(x.float().numpy(), logp, top_logp, top_ids, computed_tokens=n + len(reply) - 1)
+    return HeadFeatures(x.float().numpy(), None, logp, top_logp, top_ids, computed_tokens=n + len(reply) - 1)
 
 
 def _fast(dec, prompt: list[int], reply: list[int], spans, top_n: int) -> HeadFeatures:
@@ -118,22 +129,27 @@ def _fast(dec, prompt: list[int], reply: list[int], spans, top_n: int) -> HeadFe
         emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
         rope = (emb.cos(), emb.sin())
         x = dec.embed[ids]  # (T, hidden)
-        masses = []
+        target = dec.head.weight[torch.tensor(reply)] * dec.norm  # (T, hidden): the reply tokens' directions
+        masses, dlas = [], []
         for i, layer in enumerate(dec.layers):
-            x, mass = _layer(dec, i, layer, x, pos, rope, caches[i], spans)
+            x, mass, dla = _layer(dec, i, layer, x, pos, rope, caches[i], spans, target)
             masses.append(mass)  # (H, T, k)
+            dlas.append(dla)  # (H, T, k)
         with dec._prefix_lock:
             dec._prefix = (prompt, caches)  # the prompt's positions are final: the next turn may reuse them
         hidden = _rms(x, dec.norm, dec.eps)  # (T, hidden)
         logits = torch.nn.functional.linear(hidden, dec.head.weight, dec.head.bias)  # (T, vocab)
         logp, top_logp, top_ids = _readout(logits, reply, top_n)
         feats = torch.stack(masses).permute(2, 0, 1, 3)  # (T, L, H, k)
-    return HeadFeatures(feats.float().numpy(), logp, top_logp, top_ids, computed_tokens=total - 1 - reused)
+        dla = torch.stack(dlas).permute(2, 0, 1, 3)  # (T, L, H, k)
+    return HeadFeatures(feats.float().numpy(), dla.float().numpy(), logp, top_logp, top_ids,
+                        computed_tokens=total - 1 - reused)
 
 
-def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans):
-    """One layer for ``x`` (m, hidden) at positions ``pos..pos+m-1`` with explicit attention weights; the new ``x``
-    and the attention mass on each span, ``(H, m, k)``."""
+def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans, target):
+    """One layer for ``x`` (m, hidden) at positions ``pos..pos+m-1`` with explicit attention weights; the new ``x``,
+    the attention mass on each span ``(H, m, k)`` and each span's direct logit attribution ``(H, m, k)`` towards
+    ``target`` (m, hidden)."""
     import torch
     from torch.nn.functional import silu
 
@@ -154,9 +170,13 @@ def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans):
     visible = torch.ones(m, pos + m, dtype=torch.bool).tril(diagonal=pos)  # query r sees keys <= pos + r
     probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)  # (H, m, pos + m)
     att = probs @ vv  # (H, m, hd)
+    w_o = layer.self_attn.o_proj.weight  # (hidden, H * hd)
+    back = (target @ w_o).view(m, dec.n_heads, hd).transpose(0, 1)  # (H, m, hd): target read through W_O per head
+    vdot = back @ vv.transpose(1, 2)  # (H, m, pos + m): each position's value, projected on the target
+    dla = _span_mass(probs * vdot, spans)  # (H, m, k)
     (o,) = dec._linear(i, "o", layer, att.transpose(0, 1).reshape(m, dec.n_heads * hd))
     x = x + o
     h = _rms(x, layer.post_attention_layernorm.weight, dec.eps)
     gate, up = dec._linear(i, "gate_up", layer, h)
     (down,) = dec._linear(i, "down", layer, silu(gate) * up)
-    return x + down, _span_mass(probs, spans)
+    return x + down, _span_mass(probs, spans), dla
