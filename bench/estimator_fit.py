@@ -44,6 +44,8 @@ def load_turns(folder: Path) -> list[tuple[dict, dict]]:
             continue
         with np.load(meta_path.with_suffix(".npz")) as z:
             arrays = {name: z[name] for name in z.files}
+        if "dla" not in arrays:  # written before the direct-logit features: run bench.estimator_data --refeature
+            continue
         out.append((meta, arrays))
     return out
 
@@ -64,7 +66,7 @@ def evaluate(est, turns) -> dict:
         table = SubsetScores(k=k, masks=[int(m) for m in a["masks"]], logp=a["table"].astype(np.float64))
         phi = _shapley(a["table"].astype(np.float64), k, shapley_weights(k))
         t0 = time.perf_counter()
-        learned = est.credit(x, a["logp"], a["top_logp"]) if est is not None else None
+        learned = est.credit(x, a["dla"], a["logp"], a["top_logp"]) if est is not None else None
         weights_s = time.perf_counter() - t0
         latency[meta["mode"]].append(meta["estimate_features_s"] + weights_s)
         credits = {"learned": learned, "attention": x.mean(axis=(1, 2)).astype(np.float64), "shapley": phi}
@@ -115,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_turns = [t for t in turns if t[0]["split"] == "bench"]
     log.info("%d turns (%d fit, %d bench) from %s", len(turns), len(fit_turns), len(bench_turns), folder)
     t0 = time.perf_counter()
-    est = fit([FitTurn(a["x"].astype(np.float32), a["table"].astype(np.float64), a["logp"], a["top_logp"])
-               for _, a in fit_turns], steps=args.steps)
+    est = fit([FitTurn(a["x"].astype(np.float32), a["dla"].astype(np.float32), a["table"].astype(np.float64),
+                       a["logp"], a["top_logp"]) for _, a in fit_turns], steps=args.steps)
     fit_s = time.perf_counter() - t0
     est.adapter_hash = a_hash
     sources: dict[str, int] = {}

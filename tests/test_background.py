@@ -45,10 +45,12 @@ def test_an_exact_explanation_is_stored_once_however_often_its_job_runs(store):
 
 
 def uniform_estimator(generator) -> est_mod.Estimator:
-    """The untrained estimator (every head weighted alike), registered for the session's generator: the test must
-    not depend on which weights are shipped."""
+    """An untrained estimator (attention mass, every head alike), registered for the session's generator: the test
+    must not depend on which weights are shipped."""
     n_l, n_h = generator.model.config.num_hidden_layers, generator.model.config.num_attention_heads
-    return est_mod.Estimator(theta=np.full((n_l, n_h), 10.0 / (n_l * n_h)), beta=np.zeros(5))
+    w = np.zeros(6 * n_l * n_h + est_mod.N_RANKS)
+    w[:n_l * n_h] = 1.0
+    return est_mod.Estimator(w=w, beta=np.zeros(5))
 
 
 @pytest.mark.slow

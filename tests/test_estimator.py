@@ -19,14 +19,18 @@ QUESTIONS = ["How long do I have to return an item?", "Do gift cards expire?", "
 
 
 def test_weights_fitted_for_another_adapter_are_not_used(tmp_path):
-    est = est_mod.Estimator(theta=np.ones((2, 3)), beta=np.zeros(5), adapter_hash="aaaa")
+    n_features = 6 * 2 * 3 + est_mod.N_RANKS  # (attention, dla) x (token, previous, mean) x heads, + ranks
+    w = np.zeros(n_features)
+    w[:6] = 1.0  # attention mass of the first six heads at the token
+    est = est_mod.Estimator(w=w, beta=np.zeros(5), adapter_hash="aaaa")
     (tmp_path / est_mod.FILENAME).write_text(json.dumps(est.to_json()))
     assert est_mod.load(tmp_path, "bbbb") is None
     loaded = est_mod.load(tmp_path, "aaaa")
-    assert loaded is not None and np.allclose(loaded.theta, 1.0)
+    assert loaded is not None and np.allclose(loaded.w, w)
     x = np.random.default_rng(0).random((4, 2, 3, 2))  # (T, L, H, k)
-    credit = loaded.credit(x, np.full(4, -1.0), np.full((4, 5), -2.0))
-    assert credit.shape == (4, 2) and np.allclose(credit, x.sum(axis=(1, 2)))  # beta = 0: scale 1
+    credit = loaded.credit(x, np.zeros_like(x), np.full(4, -1.0), np.full((4, 5), -2.0))
+    assert credit.shape == (4, 2) and np.allclose(credit.sum(axis=1), 1.0)  # beta = 0: scale 1, shares sum to 1
+    assert (credit.argmax(axis=1) == x.sum(axis=(1, 2)).argmax(axis=1)).all()  # more attention, more credit
 
 
 def test_the_shipped_weights_name_the_shipped_adapter():
@@ -35,7 +39,7 @@ def test_the_shipped_weights_name_the_shipped_adapter():
     folder = ADAPTERS_DIR / "smollm2-135m-support"
     data = json.loads((folder / est_mod.FILENAME).read_text())
     assert data["adapter_hash"] == adapter_hash(folder)
-    assert np.asarray(data["theta"]).shape == (30, 9) and data["report"]["bench"]["turns"] > 0
+    assert np.asarray(data["w"]).shape == (6 * 30 * 9 + est_mod.N_RANKS,) and data["report"]["bench"]["turns"] > 0
 
 
 def _lds(credit: np.ndarray, table) -> float:
