@@ -5,6 +5,9 @@
 re-scoring with the live turns). :meth:`~InProcessWorker.resume` queues again what the store still lists as pending
 (the app stopped before they were done), so nothing is dropped; :meth:`~InProcessWorker.wait` blocks until the queue
 is empty (tests, a CLI that wants the exact explanation before it exits).
+
+The thread is not a daemon: when the program ends it finishes the job in hand (torch must not be torn down under a
+running job) and stops; jobs still queued stay ``queued`` in the store for the next start.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class InProcessWorker:
         self._queue.put(int(turn_id))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="moments-exact", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="moments-exact", daemon=False)
                 self._thread.start()
 
     def depth(self) -> int:
@@ -67,7 +70,12 @@ class InProcessWorker:
         from agent.background.jobs import run_exact
 
         while True:
-            turn_id = self._queue.get()
+            if not threading.main_thread().is_alive():  # the program is ending: leave the rest queued in the store
+                return
+            try:
+                turn_id = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
             try:
                 run_exact(self.store, self._generator(), turn_id, worker=self.name)
             except Exception:
