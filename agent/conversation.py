@@ -55,9 +55,11 @@ def try_open_store(settings: Settings) -> tuple[Store | None, str | None]:
 class ConversationRunner:
     """Runs and records the turns of stored conversations. ``store`` is an :class:`agent.store.Store` or None."""
 
-    def __init__(self, agent: Agent, store: Store | None = None) -> None:
+    def __init__(self, agent: Agent, store: Store | None = None, background=None) -> None:
         self.agent = agent
         self.store = store
+        #: where exact explanations are computed after the turn (:mod:`agent.background`), or None
+        self.background = background
 
     def start(self, *, channel: Channel, operator: str | None = None, title: str | None = None) -> uuid.UUID | None:
         """Open a conversation (None when there is no store); untitled, the store titles it with its first question."""
@@ -95,7 +97,7 @@ class ConversationRunner:
             return None, str(exc)
 
     def stream(self, conversation_id: uuid.UUID | None, question: str, *, explain: bool = False,
-               method: str = "shapley", not_stored: str | None = None) -> Iterator[TurnEvent]:
+               method: str | None = None, not_stored: str | None = None) -> Iterator[TurnEvent]:
         """Run and record one turn; events as :meth:`Agent.stream`. Invalid input raises before anything is stored.
 
         The question and its answer are written together when the turn is done (:meth:`Store.add_exchange`): a
@@ -103,6 +105,8 @@ class ConversationRunner:
         why) and still carries the answer. A store that cannot be read for the history, or refuses the write,
         never costs the customer the answer; a failure of the turn itself is stored as an ``error`` turn (when
         the store takes it) and re-raised. ``not_stored``: why a turn with no ``conversation_id`` is not stored.
+        ``method`` defaults to ``Settings.explain_method``; ``instant`` explains with the learned estimate and queues
+        the exact explanation on :attr:`background` once the turn is stored (see :meth:`_method`).
         """
         question = self.agent.validate(question)
         store = self.store if conversation_id is not None else None
@@ -118,9 +122,12 @@ class ConversationRunner:
                 log.error("could not read the conversation history; answering without it: %s", exc)
                 store, problem = None, str(exc)
         try:
-            for event in self.agent.stream(question, history, explain=explain, method=method):
+            run_method = self._method(method, stored=store is not None)
+            for event in self.agent.stream(question, history, explain=explain, method=run_method):
                 if event.kind == "done":
                     self._record(store, conversation_id, event.result, problem)
+                    if event.result.stored:
+                        self._queue_exact(event.result)
                 yield event
         except GeneratorExit:
             raise
@@ -150,8 +157,45 @@ class ConversationRunner:
             log.error("the answer was given but not stored: %s", exc)
             result.stored, result.not_stored = False, str(exc)
 
+    def _method(self, method: str | None, *, stored: bool) -> str:
+        """The attribution method a turn runs: ``instant`` becomes ``learned`` when the turn is stored, a background
+        worker is attached and the generator has fitted estimator weights; otherwise exact ``shapley`` at once."""
+        method = method or self.agent.settings.explain_method
+        if method != "instant":
+            return method
+        if stored and self.background is not None:
+            from agent.attribution.estimator import for_model
+
+            if for_model(self.agent.generator.model) is not None:
+                return "learned"
+        return "shapley"
+
+    def _queue_exact(self, result: TurnResult) -> None:
+        """Queue the exact explanation of a stored turn explained by an estimate."""
+        exp = result.explanation
+        if exp is None or exp.estimator != "learned" or self.background is None or result.turn_id is None:
+            return
+        from agent.store.exactjobs import queue_exact
+
+        queue_exact(self.store, result.turn_id, estimate_method=exp.method)
+        self.background.submit(result.turn_id)
+
+    def exact_state(self, turn_id: int) -> dict | None:
+        """The UI's hook: ``{"status": queued|running|done|failed, "agreement": {...}, "depth": jobs pending}``
+        for a turn explained by an estimate (None for a turn explained exactly at once, or without a store)."""
+        if self.store is None:
+            return None
+        from agent.store.exactjobs import exact_status
+
+        job = exact_status(self.store, turn_id)
+        if job is None:
+            return None
+        depth = self.background.depth() if self.background is not None else None
+        return {"status": job.status, "agreement": job.agreement, "attempts": job.attempts, "worker": job.worker,
+                "depth": depth}
+
     def ask(self, conversation_id: uuid.UUID | None, question: str, *, explain: bool = False,
-            method: str = "shapley", not_stored: str | None = None) -> TurnResult:
+            method: str | None = None, not_stored: str | None = None) -> TurnResult:
         """Run and record one turn to the end."""
         for event in self.stream(conversation_id, question, explain=explain, method=method, not_stored=not_stored):
             if event.kind == "done":

@@ -155,6 +155,27 @@ class Settings(BaseSettings):
         "blocks stay fp32) or 'hf' (the transformers model step by step, the reference). See "
         "bench/results/speed.md.",
     )
+    explain_method: Literal["instant", "shapley"] = Field(
+        default="instant",
+        description="Explanations of stored turns: 'instant' — the learned attention estimate "
+        "(agent.attribution.estimator, shipped beside the adapter) goes out with the reply, and the exact Shapley "
+        "explanation is computed by a background worker and replaces it in the store (agreement recorded); "
+        "'shapley' — exact, before the turn is returned. 'instant' needs a background worker (the app starts one) "
+        "and the estimator's weights; without them the turn is explained exactly at once.",
+    )
+    queue_url: str = Field(
+        default="",
+        description="Exact explanations through a task queue: a Redis URL (e.g. redis://127.0.0.1:6379/0) sends the "
+        "jobs to `moments worker` processes (RQ); empty: an in-process background worker.",
+    )
+    exact_job_timeout_s: int = Field(default=600, ge=5, le=86400,
+                                     description="Queue: longest run of one exact-explanation job.")
+    worker_grace_s: int = Field(
+        default=60, ge=1, le=3600,
+        description="Queue: a job still marked running this long after its timeout is taken as abandoned (its "
+        "worker died) and retried by a live worker.")
+    worker_maintenance_s: int = Field(default=30, ge=1, le=3600,
+                                      description="Queue: how often a worker looks for abandoned jobs.")
     threads: int = Field(
         default=1, ge=0,
         description="torch intra-op threads (0: torch's default). 1 by default: decode is memory-bound, and on a "

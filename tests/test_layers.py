@@ -126,6 +126,7 @@ RANKS = {
     "agent.cli": 8,
     "agent.conversation": 7,
     "agent.pipeline": 6,
+    "agent.background": 6,  # exact explanations after the turn: store + attribution (the runner is handed one)
     "agent.training": 6,
     "agent.access": 6,  # users and passwords, on top of the store (ui.access checks callers with it)
     "agent.store": 5,

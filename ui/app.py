@@ -63,7 +63,10 @@ class MomentsApp:
         self.store = store
         self.store_error = store_error
         self.gate = gate or Gate.disabled()
-        self.runner = ConversationRunner(agent, store)
+        from agent.background import start_background
+
+        # exact explanations after the turn (in-process, or MOMENTS_QUEUE_URL); the UI can poll runner.exact_state
+        self.runner = ConversationRunner(agent, store, background=start_background(settings, store, agent))
         self.api = MomentsApi(settings, self.runner, store_error, self.gate)
         #: the typed endpoints' handlers, also reachable here (embedding code and tests call ``app.ask(...)``)
         self.ask, self.feedback = self.api.ask, self.api.feedback

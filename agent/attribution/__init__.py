@@ -8,7 +8,7 @@ Public API::
     again = reexplain(table, tokenizer, reply_ids, token_texts, passages, scores, method="loo")
 
 ``METHODS`` maps method names to implementations (``shapley`` — exact, the default —, ``loo``, ``surrogate``,
-``attention``); ``options`` are the fields of :class:`~agent.attribution.methods.Options`. Modules:
+``attention``, ``learned`` — the instant estimate of :mod:`~agent.attribution.estimator`); ``options`` are the fields of :class:`~agent.attribution.methods.Options`. Modules:
 
 * :mod:`~agent.attribution.rescoring` — teacher-forced re-scoring of the reply under passage subsets (prefix trie);
 * :mod:`~agent.attribution.games` — Shapley values, leave-one-out, grounding from the subset table;
@@ -22,6 +22,7 @@ Public API::
 Importing this package loads numpy only; torch is imported when a method runs.
 """
 
+from agent.attribution import estimator as _estimator  # noqa: F401 - registers the "learned" method
 from agent.attribution.builder import attribute, explain, reexplain
 from agent.attribution.methods import (
            METHODS,

@@ -88,6 +88,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``moments worker``: run exact-explanation jobs from the queue (:mod:`agent.background.rqueue`)."""
+    from agent.background.rqueue import run_worker
+
+    return run_worker(settings_from_args(args), burst=args.burst, name=args.name)
+
+
 def print_turn(events: Iterable[TurnEvent], settings: Settings, *, as_json: bool = False) -> TurnResult:
     """Print a turn as it streams: each token as it comes, then the passages, timings and explanation (or, with
     ``as_json``, one JSON object at the end); every text goes through :func:`printable`. Returns the result."""
@@ -182,6 +189,12 @@ def build_parser(commands: Sequence[Commands] = ()) -> argparse.ArgumentParser:
     index.add_argument("--force", action="store_true", help="rebuild even if the saved index is current")
     add_common_options(index)
     index.set_defaults(func=cmd_index)
+
+    worker = sub.add_parser("worker", help="compute exact explanations queued by the app (needs MOMENTS_QUEUE_URL)")
+    worker.add_argument("--burst", action="store_true", help="stop when the queue is empty")
+    worker.add_argument("--name", default=None, help="worker name recorded with each explanation (default host:pid)")
+    add_common_options(worker)
+    worker.set_defaults(func=cmd_worker)
 
     # `moments train ...` is dispatched to agent.training.train.main before parsing (see main); listed here for --help.
     sub.add_parser("train", help="train the LoRA adapter (moments train --help)", add_help=False)

@@ -44,6 +44,10 @@ def stop_token_ids(tokenizer, model) -> set[int]:
 #: (set by :func:`agent.generation.loading.load_generator` when ``Settings.decoder`` is ``fast``).
 FAST_DECODER_ATTR = "moments_fast_decoder"
 
+#: The attribute of a loaded model naming its adapter, ``(directory or None, hash or None)``: where the learned
+#: attention estimator's weights are found (:mod:`agent.attribution.estimator`).
+ADAPTER_ATTR = "moments_adapter"
+
 #: Decode backends: ``auto`` (the model's fast decoder when it has one, else ``hf``), ``fast``, ``hf``.
 BACKENDS = ("auto", "fast", "hf")
 

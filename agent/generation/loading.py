@@ -136,6 +136,9 @@ def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Load
     if adapter_dir is not None:
         model = model.merge_and_unload()
     model.eval()
+    from agent.generation.decoding import ADAPTER_ATTR
+
+    setattr(model, ADAPTER_ATTR, (adapter_dir, a_hash))  # where the learned attention estimator's weights are
     if settings.quantize:
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     decoder = None

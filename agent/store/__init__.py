@@ -13,9 +13,11 @@ Modules: ``models`` (SQLModel schema families and read models), ``turns`` (a Tur
 (writes of an open session), ``queries`` (filters, lists, replays), ``stats`` (aggregate figures), ``export``
 (JSONL, CSV, fine-tuning writers), ``db`` (engines, what to retry), ``transactions`` (sessions and retries),
 ``migrate`` (Alembic, with the revisions in ``migrations/versions``), ``store`` (the :class:`Store` facade),
-``errors``, ``testing`` (test helpers).
+``errors``, ``testing`` (test helpers), ``users`` (accounts, API keys), ``exactjobs`` (exact explanations computed
+in the background).
 """
 
+from agent.store import exactjobs as _exactjobs  # noqa: F401 - registers the exact_job table (revision 0005)
 from agent.store.errors import InvalidInputError, NotFoundError
 from agent.store.models import (
     CHANNELS,
