@@ -122,7 +122,7 @@ class ConversationRunner:
                 log.error("could not read the conversation history; answering without it: %s", exc)
                 store, problem = None, str(exc)
         try:
-            run_method = self._method(method, stored=store is not None)
+            run_method = self._method(method, stored=store is not None) if explain else (method or "shapley")
             for event in self.agent.stream(question, history, explain=explain, method=run_method):
                 if event.kind == "done":
                     self._record(store, conversation_id, event.result, problem)
@@ -166,7 +166,8 @@ class ConversationRunner:
         if stored and self.background is not None:
             from agent.attribution.estimator import for_model
 
-            if for_model(self.agent.generator.model) is not None:
+            model = getattr(self.agent.generator, "model", None)  # an agent without a causal LM has no estimator
+            if model is not None and for_model(model) is not None:
                 return "learned"
         return "shapley"
 

@@ -221,11 +221,14 @@ class Agent:
         has a sentence to quote."""
         g, s = self.generator, self.settings
         if s.answer_mode == "quote":
-            from agent.generation.quoting import quote, quote_steps
+            from agent.generation.quoting import cite, quote, quote_steps
 
             text = quote(selection)
             if text is not None:
-                return iter(quote_steps(g.tokenizer, text))
+                steps = quote_steps(g.tokenizer, text)
+                if len(steps) > s.max_new_tokens and selection.single:  # too long: the best sentence alone
+                    steps = quote_steps(g.tokenizer, cite(selection.single, selection.cited))
+                return iter(steps[: s.max_new_tokens])  # max_new_tokens bounds every reply
         return stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens)
 
     def explain(self, result: TurnResult, method: str = "shapley"):

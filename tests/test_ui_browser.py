@@ -29,7 +29,10 @@ def app(session_home, generator, kb_index, tmp_path_factory):
     from ui.render import CSS
 
     db = tmp_path_factory.mktemp("browser-db") / "b.db"
-    settings = make_settings(session_home, max_new_tokens=24, top_k=3, database_url=f"sqlite:///{db}")
+    # the exact explanation at once: this test reads the console's exact-explanation view (the instant estimate with
+    # the exact one in the background is tested in tests/test_background.py)
+    settings = make_settings(session_home, max_new_tokens=24, top_k=3, database_url=f"sqlite:///{db}",
+                             explain_method="shapley")
     store = Store(settings.db_url)
     demo = build_app(settings, agent=Agent(settings, generator=generator, index=kb_index), store=store)
     demo.queue(default_concurrency_limit=1)

@@ -113,9 +113,11 @@ class Focus:
             return Selection(shown, None, None, positions=positions)
         picked = sorted(((u, sc) for u, sc in scored[best[1]] if not looks_like_instruction(u.text)),
                         key=lambda us: -us[1])[:max(1, sentences)]
-        text = " ".join(u.text for u, _ in sorted(picked, key=lambda us: us[0].order))
-        return Selection(shown, text, best[0] if answerable is None else answerable,
-                         1 + positions.index(best[1]), positions)
+        texts = [u.text for u, _ in sorted(picked, key=lambda us: us[0].order)]
+        if len(texts) > 1:  # list items and table rows may lack a full stop: end each unit before the next
+            texts = [t if t.endswith((".", "!", "?", ":")) else f"{t}." for t in texts[:-1]] + texts[-1:]
+        return Selection(shown, " ".join(texts), best[0] if answerable is None else answerable,
+                         1 + positions.index(best[1]), positions, best[2].text)
 
     def unit_scores(self, question: str, passages: Sequence[Passage]) -> list[list[tuple[Unit, float]]]:
         """Per passage, its candidate units (three words or more, headings excluded) with their cosine to the
@@ -181,3 +183,4 @@ class Selection:
     support: float | None
     cited: int = 1  # the [n] of the passage holding the quote
     positions: list[int] | None = None  # each shown hit's position among the retrieved ones
+    single: str | None = None  # the best unit alone (when the quote of several is longer than a reply may be)
