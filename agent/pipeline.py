@@ -162,9 +162,10 @@ class Agent:
 
         started = time.perf_counter()
         followup = replace(DEFAULT_METHOD, turns=s.history_turns)  # one history limit: the settings'
-        pool = max(s.top_k, s.answer_pool) if s.answer_mode == "quote" else s.top_k
+        pool = max(s.top_k, s.answer_pool) if s.answer_mode == "quote" else s.top_k  # quotes: a wider pool
         hits = self.index.search_conversation(question, self.search_history(history), pool, followup)
-        selection = self.focus.select(question, hits, s.quote_sentences, show=s.top_k)
+        quoting = s.answer_mode == "quote"  # a generated reply reads the hits in the focus's (or retrieval's) order
+        selection = self.focus.select(question, hits, s.quote_sentences, show=s.top_k if quoting else None)
         hits = selection.hits
         timings["retrieval_ms"] = (time.perf_counter() - started) * 1000
         yield TurnEvent("retrieved", hits=hits)

@@ -104,8 +104,9 @@ class Focus:
                 if best is None or sc > best[0]:
                     best = (sc, n, u)
         order = self._focus(hits, scored) if self.keep > 0 else list(enumerate(hits))
-        if best is not None and self.keep <= 0 and show is not None:
-            order = [order[best[1]]] + [o for o in order if o[0] != best[1]]
+        if best is not None and show is not None and (self.keep <= 0 or best[1] not in [n for n, _ in order[:show]]):
+            # the quote's passage is shown first (without focus; or when an unquotable unit ranked another first)
+            order = [o for o in order if o[0] == best[1]] + [o for o in order if o[0] != best[1]]
         order = order[:show] if show is not None else order
         shown = [replace(h, rank=i + 1) for i, (_, h) in enumerate(order)]
         positions = [n for n, _ in order]
