@@ -40,12 +40,6 @@ WEIGHTS = ROOT / "data" / "selector" / "selector.json"
 log = logging.getLogger("bench.select_dev")
 
 
-def norm(s: str) -> str:
-    import re
-
-    return re.sub(r"\s+", " ", s.replace("–", "-").replace("—", "-").replace("**", "")).lower()
-
-
 @dataclass
 class Item:
     """One question's candidates: features (n, F), labels (n,), whether answerable, and which variant."""
@@ -74,6 +68,7 @@ def build_items(name: str, pool: int, cache: Path, dev: Path = DEV, embedder: st
 
     from agent.generation.focus import Focus
     from agent.generation.selector import FEATURES, Idf, candidates
+    from bench.answers import norm  # the benchmark's own fact test
     from retrieval.embedder import DEFAULT_EMBEDDER, embed
     from retrieval.index import KnowledgeIndex
 
@@ -147,13 +142,12 @@ def picks(items: list[Item], w, mean, scale) -> list[int]:
 def answer_table(items: list[Item], w, mean, scale) -> tuple[np.ndarray, np.ndarray]:
     """Answerability inputs per item and the label: some candidate holds the facts (the question is answerable
     from these hits)."""
-    from agent.generation.selector import Candidate, answer_features
+    from agent.generation.selector import answer_features
 
     xs, ys = [], []
     for it in items:
         s = ((it.feats - mean) / scale) @ w
-        cands = [Candidate(0, None, f) for f in it.feats]  # type: ignore[arg-type]
-        xs.append(answer_features(cands, s))
+        xs.append(answer_features(it.feats, s))
         ys.append(bool(it.answerable and it.labels.any()))
     return np.array(xs), np.array(ys)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ProvisioningError
+from retrieval.models import (
+    sha256_file,  # one chunked file hash for models and embedders
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +79,6 @@ PRESETS: dict[str, GgufSource] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     ),
 }
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_file(path: Path, size: int, sha256: str) -> bool:

@@ -188,7 +188,7 @@ class Selector:
     source: str = ""
 
     def scores(self, cands: Sequence[Candidate]) -> np.ndarray:
-        """``(len(cands),)`` scores, higher is better (zeros for no candidate... an empty array)."""
+        """``(len(cands),)`` scores, higher is better (an empty array for no candidate)."""
         if not cands:
             return np.zeros(0)
         x = (np.stack([c.features for c in cands]) - self.mean) / self.scale  # (n, F)
@@ -199,7 +199,7 @@ class Selector:
         if not cands:
             return 0.0
         s = self.scores(cands) if scores is None else scores
-        x = answer_features(cands, s)
+        x = answer_features(np.stack([c.features for c in cands]), s)
         return float(1.0 / (1.0 + math.exp(-(x @ self.answer_weights + self.answer_bias))))
 
     @classmethod
@@ -256,16 +256,16 @@ ANSWER_FEATURES: tuple[str, ...] = (
 )
 
 
-def answer_features(cands: Sequence[Candidate], scores: np.ndarray) -> np.ndarray:
-    """The answerability model's inputs (``ANSWER_FEATURES``) for scored candidates."""
+def answer_features(feats: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The answerability model's inputs (``ANSWER_FEATURES``) for candidates' feature rows ``feats``
+    (``(n, len(FEATURES))``) and their scores ``(n,)``."""
     order = np.argsort(-scores)
-    best = cands[int(order[0])].features
+    best = feats[int(order[0])]
     second = float(scores[order[1]]) if len(order) > 1 else float(scores[order[0]]) - 1.0
     col = {name: i for i, name in enumerate(FEATURES)}
-    allf = np.stack([c.features for c in cands])  # (n, F)
     return np.array([
         float(scores[order[0]]), float(scores[order[0]]) - second,
         best[col["cos_ctx"]], best[col["cos_plain"]], best[col["hit_score"]], best[col["lex_unit"]],
         best[col["lex_head"]], best[col["type_match"]], best[col["type_miss"]],
-        float(allf[:, col["hit_score"]].max()), float(allf[:, col["lex_unit"]].max()), best[col["lex_hits"]],
+        float(feats[:, col["hit_score"]].max()), float(feats[:, col["lex_unit"]].max()), best[col["lex_hits"]],
     ], dtype=np.float64)
