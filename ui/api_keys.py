@@ -5,19 +5,22 @@ routes. A request carrying such a header is checked with the gate's sign-in chec
 lockout); a valid key gets a Gradio session for its key id (one per key, reused), handed to Gradio as the session
 cookie of this one request, so every route and handler sees the key id as the signed-in user exactly as after
 ``Client(url, auth=(key_id, secret))``; an invalid one is answered ``401`` with a one-line reason, without reaching
-Gradio. Requests without the header pass through untouched (Gradio's own sign-in applies). Handlers still check the
-key on every call (a revoked key is refused at once).
+Gradio (``429`` with ``Retry-After`` and the time left while the key id is locked after repeated failures).
+Requests without the header pass through untouched (Gradio's own sign-in applies). Handlers still check the key on
+every call (a revoked key is refused at once).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from typing import Any
 
 from anyio import to_thread
 
 from agent.access import is_key_id
+from agent.access.limits import locked_message
 
 HEADERS = (b"x-api-key", b"authorization")
 
@@ -52,8 +55,9 @@ class KeyHeaderAuth:
             return
         key_id, secret = credentials
         if not await to_thread.run_sync(self.gate.login, key_id, secret):
-            await _refuse(send, f"API key {key_id} refused: unknown, revoked or wrong secret (or locked after "
-                                "repeated failures; try again later).")
+            wait = self.gate.limiter.wait_s(key_id)
+            await _refuse(send, locked_message(key_id, wait) if wait > 0 else
+                          f"API key {key_id} refused: unknown, revoked or wrong secret.", wait)
             return
         gradio_app = scope["app"]
         token = self._sessions.setdefault(key_id, secrets.token_urlsafe(16))
@@ -63,8 +67,11 @@ class KeyHeaderAuth:
         await self.app({**scope, "headers": headers}, receive, send)
 
 
-async def _refuse(send: Any, message: str) -> None:
+async def _refuse(send: Any, message: str, locked_s: float = 0.0) -> None:
+    """``401`` with a one-line reason; ``429`` with ``Retry-After`` when the key is locked after repeated failures."""
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if locked_s > 0:
+        headers.append((b"retry-after", str(max(1, math.ceil(locked_s))).encode()))
+    await send({"type": "http.response.start", "status": 429 if locked_s > 0 else 401, "headers": headers})
     await send({"type": "http.response.body", "body": body})

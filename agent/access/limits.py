@@ -4,11 +4,13 @@
 within ``window_s``, further attempts for that name are refused without checking the password, for
 ``lockout_s`` seconds, doubling with each further lockout up to ``max_lockout_s``; a success clears the count.
 It is per process and in memory (a restart forgets it), and safe to share between threads. A lockout refuses
-the right password too: that is the point, and also why it is short.
+the right password too: that is the point, and also why it is short. :func:`locked_message` is what the person
+(or program) signing in is told while a name is locked: that it is locked, why, and for how long.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -58,3 +60,19 @@ class SignInLimiter:
     def succeeded(self, name: str) -> None:
         with self._lock:
             self._records.pop(name, None)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` rounded up, for people: ``"28 s"``, ``"2 min 5 s"``, ``"15 min"``."""
+    whole = max(1, math.ceil(seconds))
+    minutes, rest = divmod(whole, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def locked_message(name: str, wait_s: float) -> str:
+    """What a sign-in for a locked ``name`` is answered (see the module docstring)."""
+    shown = name if len(name) <= 64 else name[:64] + "…"
+    return (f"Sign-in for {shown!r} is locked for {duration(wait_s)} more after repeated failed attempts; until then "
+            "even the right password is refused. Try again after that, or ask an admin.")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from agent.errors import ProvisioningError
 from retrieval.models import (
+    carry_hashes,
     sha256_file,  # one chunked file hash for models and embedders
 )
 
@@ -280,6 +281,7 @@ def _convert(gguf: Path, out_dir: Path, gguf_sha: str) -> Path:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        carry_hashes(_hashed, tmp, out_dir)  # the next check in this process does not read them again
     except Exception:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
