@@ -131,8 +131,11 @@ def files_intact(folder: Path, meta: dict) -> bool:
     recorded = meta.get("files_sha256")
     if not recorded:
         meta["files_sha256"] = folder_hashes(folder)
-        _write_provenance(folder, meta)
-        log.info("recorded the content hashes of %s (unpacked before they were kept)", folder)
+        try:
+            _write_provenance(folder, meta)
+            log.info("recorded the content hashes of %s (unpacked before they were kept)", folder)
+        except OSError as e:  # a read-only models folder: checked from the next writable start on
+            log.warning("could not record the content hashes of %s: %s", folder, e)
         return True
     for rel, expected in recorded.items():
         path = folder / rel
