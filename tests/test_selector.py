@@ -141,3 +141,13 @@ def test_select_dev_fits_a_loadable_selector_from_development_sets(tmp_path: Pat
     report = json.loads((tmp_path / "results" / "select_dev.json").read_text())
     assert report["total"]["answerable"] == 4 and report["total"]["oracle"] == 1.0
     assert "Answer selection" in (tmp_path / "results" / "select_dev.md").read_text()
+
+
+def test_the_default_embedder_has_a_selector_fitted_with_its_own_cosines() -> None:
+    from agent.generation.selector import selector_file
+    from agent.settings import Settings
+
+    default = Settings.model_fields["embedder"].default
+    path = selector_file(default)
+    assert path != DEFAULT_SELECTOR and json.loads(path.read_text())["embedder"] == default
+    assert load_selector("default", default).source == str(path)
