@@ -181,6 +181,32 @@ class ConversationRunner:
         queue_exact(self.store, result.turn_id, estimate_method=exp.method)
         self.background.submit(result.turn_id)
 
+    def explain_later(self, turn_id: int) -> dict:
+        """Queue the exact explanation of a stored answer that has only an estimate (or none): Review's "explain
+        later". Returns :meth:`exact_state`. Raises :class:`~agent.errors.StoreError` saying why when there is no
+        store or background worker, no such answer, or nothing to explain (no stored reply tokens); an answer
+        explained exactly already is left as it is (its state is returned)."""
+        if self.store is None or self.background is None:
+            raise StoreError("exact explanations are computed by the background worker, and this app has none "
+                             "(it needs the conversation store)")
+        from agent.store.exactjobs import exact_status, queue_exact
+
+        result = self.store.get_result(int(turn_id))
+        if result is None:
+            raise StoreError(f"no stored answer {turn_id}")
+        exp = result.explanation
+        if exp is None or exp.estimator != "exact":
+            if not result.token_ids or result.layout is None:
+                raise StoreError(f"answer {turn_id} has no stored prompt and reply tokens (a hand-over, or an error): "
+                                 "there is nothing to explain")
+            job = exact_status(self.store, int(turn_id))
+            if job is None or job.status not in ("queued", "running"):
+                queue_exact(self.store, int(turn_id), estimate_method=exp.method if exp is not None else None)
+                self.background.submit(int(turn_id))
+                log.info("answer %s queued for its exact explanation (explain later)", turn_id)
+        return self.exact_state(int(turn_id)) or {"status": "done", "agreement": {}, "attempts": 0, "worker": None,
+                                                  "depth": self.background.depth()}
+
     def exact_state(self, turn_id: int) -> dict | None:
         """The UI's hook: ``{"status": queued|running|done|failed, "agreement": {...}, "depth": jobs pending}``
         for a turn explained by an estimate (None for a turn explained exactly at once, or without a store)."""

@@ -212,6 +212,9 @@ def test_review_filter_replay_rate_and_export(app, browser):
     _wait(browser, lambda d: "Saved review of reply" in _css(d, "#mo-review-saved").text, 60)
     reviewed = [f for c in store.iter_conversations() for t in c.turns for f in t.feedback if f.source == "reviewer"]
     assert reviewed and reviewed[0].rating == "down" and reviewed[0].reasons == ["wrong fact"]
+    # "explain later" on the picked reply, the hand-over: nothing was generated, said plainly
+    _css(browser, "#mo-review-exact").click()
+    _wait(browser, lambda d: "there is nothing to explain" in d.find_element(By.TAG_NAME, "body").text, 60)
 
     _css(browser, "#mo-review-export-csv").click()
     link = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#mo-review-file a"), 60)[0]

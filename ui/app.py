@@ -281,7 +281,8 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
     gate = Gate(settings, store) if settings.auth != "none" else Gate.disabled()
     app = MomentsApp(settings, agent, store, store_error, gate)
     with gr.Blocks(title="Moments") as demo:
-        tab: ChatTab = build_layout(store_error, Review(store, store_error, settings, gate), auth=gate.enabled)
+        tab: ChatTab = build_layout(store_error, Review(store, store_error, settings, gate, runner=app.runner),
+                                     auth=gate.enabled)
         wire(app, tab)
         demo.load(app.restore, outputs=[tab.chatbot, tab.passages, tab.explanation, tab.state, tab.status,
                                          tab.handover, tab.cid], api_visibility="private")

@@ -5,6 +5,10 @@ Handlers are methods of :class:`Review`, bound to one store; they return plain v
 paths) so the tab and tests share them. A stored answer is read back as the :class:`~agent.turn.TurnResult` it was
 (:meth:`agent.store.Store.get_result`) and renders through :mod:`ui.render`, exactly like a live one: badge,
 explanation, passages with their credit. An escalated conversation opens with its hand-over summary.
+
+Each answer says where its exact explanation stands (:func:`exact_line`: only the instant estimate, queued with the
+number of jobs pending, running, done with the estimate's agreement, failed); "Compute the exact explanation"
+(:meth:`Review.explain_later`, API ``/review_explain``) queues it for an answer that has only the estimate, or none.
 """
 
 from __future__ import annotations
@@ -82,11 +86,14 @@ class Review:
     """Review handlers over a conversation store (or a message saying there is none)."""
 
     def __init__(self, store=None, store_error: str | None = None, settings: Settings | None = None,
-                 gate: Gate | None = None) -> None:
+                 gate: Gate | None = None, runner=None) -> None:
         self.store = store
         self.store_error = store_error
         self.settings = settings or Settings()
         self.gate = gate or Gate.disabled()
+        #: the app's :class:`~agent.conversation.ConversationRunner` (its background worker computes exact
+        #: explanations queued from here); None: "explain later" is unavailable
+        self.runner = runner
 
     def _need_store(self, request: gr.Request | None = None):
         """The store, for a caller with the reviewer role (every review handler is for reviewers only)."""
@@ -178,7 +185,8 @@ class Review:
         if t.error:
             head += f" <span class='mo-error'>{render.esc(t.error)}</span>"
         parts = [head + "</p>", render.esc(t.text) if t.status == "error" else "",
-                 render.explanation_html(result, self.settings) if t.status != "error" else ""]
+                 render.explanation_html(result, self.settings) if t.status != "error" else "",
+                 self._exact_html(t.id, result)]
         for f in t.feedback:
             parts.append(f"<div class='mo-legend'>feedback: {render.esc(f.rating or 'comment')} by "
                          f"{render.esc(f.source)}{' (' + render.esc(', '.join(f.reasons)) + ')' if f.reasons else ''}"
@@ -191,6 +199,37 @@ class Review:
         passages = render.turn_passages_html(result)
         parts.append(f"<details><summary>Passages</summary>{passages}</details>")
         return f"<div class='mo-turn' data-turn='{t.id}'>{''.join(parts)}</div>"
+
+    def _exact_html(self, turn_id: int, result) -> str:
+        """Where the answer's exact explanation stands (empty for answers with nothing to explain)."""
+        from agent.store.exactjobs import exact_status
+
+        if result is None or not result.token_ids:
+            return ""
+        try:
+            job = exact_status(self.store, turn_id)
+        except MomentsError as exc:
+            return f"<div class='mo-legend'>Exact explanation: unknown ({render.esc(str(exc))})</div>"
+        depth = self.runner.background.depth() if self.runner is not None and self.runner.background else None
+        return f"<div class='mo-legend mo-exact' data-turn='{turn_id}'>{render.esc(exact_line(result, job, depth))}</div>"
+
+    def explain_later(self, turn_id: float | None, request: gr.Request = None) -> str:
+        """Queue the exact explanation of one stored answer (picked from the replay) that has only the instant
+        estimate, or no explanation; what happens, in one line. Reviewers only."""
+        self._need_store(request)
+        if not turn_id:
+            raise gr.Error("Replay a conversation and pick one of its replies first.")
+        if self.runner is None:
+            raise gr.Error("This app has no background worker for exact explanations.")
+        try:
+            state = self.runner.explain_later(int(turn_id))
+        except MomentsError as exc:
+            raise gr.Error(str(exc)) from exc
+        if state["status"] == "done":
+            return f"Reply {int(turn_id)} already has its exact explanation."
+        pending = f" ({state['depth']} pending)" if state.get("depth") else ""
+        return (f"The exact explanation of reply {int(turn_id)} is {state['status']}{pending}; replay the "
+                "conversation to see it once it is done.")
 
     def rate(self, turn_id: float | None, rating: str, reasons: list[str], comment: str, corrected: str,
              reviewer: str, request: gr.Request = None) -> str:
@@ -228,6 +267,34 @@ class Review:
             raise gr.Error(str(exc)) from exc
         log.info("exported %d records to %s", n, path)
         return str(path)
+
+
+def exact_line(result, job, depth: int | None = None) -> str:
+    """One line on an answer's exact explanation: whether only the estimate is stored, and the job's state (with
+    the estimate's agreement once the exact one replaced it: the live faithfulness monitor)."""
+    exp = result.explanation
+    exact = exp is not None and exp.estimator == "exact"
+    if job is None:
+        if exact:
+            return "Exact explanation (computed with the answer)."
+        what = "Only the instant estimate is stored" if exp is not None else "Not explained"
+        return f"{what}: pick this reply and press 'Compute the exact explanation'."
+    if job.status == "done":
+        agree = job.agreement or {}
+        bits = []
+        if "same_top_passage" in agree:
+            bits.append(f"same top passage: {'yes' if agree['same_top_passage'] else 'no'}")
+        if agree.get("token_top_agreement") is not None:
+            bits.append(f"token top passage agreement {agree['token_top_agreement']:.0%}")
+        if agree.get("lds_token") is not None:
+            bits.append(f"token LDS {agree['lds_token']:.2f}")
+        vs = f"; the {agree.get('estimator') or job.estimate_method} estimate vs exact: {', '.join(bits)}" \
+            if bits else ""
+        return f"Exact explanation computed in the background{vs}."
+    if job.status == "failed":
+        return f"The exact explanation failed ({job.error or 'no reason recorded'}); press the button to retry."
+    pending = f", {depth} pending" if depth else ""
+    return f"Exact explanation {job.status}{pending}: the estimate is shown until it is ready."
 
 
 def _bars(rows: list[tuple[str, float, str]], top: float | None = None) -> str:

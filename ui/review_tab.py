@@ -62,9 +62,12 @@ def _replay_and_rate() -> dict[str, Any]:
         comment = gr.Textbox(label="Comment")
         corrected = gr.Textbox(label="Corrected answer (feeds retraining)", lines=2)
         reviewer = gr.Textbox(label="Reviewer", elem_id="mo-review-reviewer")
-        save = gr.Button("Save review", elem_id="mo-review-save")
+        with gr.Row():
+            save = gr.Button("Save review", elem_id="mo-review-save")
+            # an answer with only the instant estimate (or none) gets its exact explanation in the background
+            exact = gr.Button("Compute the exact explanation", elem_id="mo-review-exact")
         saved = gr.Markdown(elem_id="mo-review-saved")
-    return {"cid": cid, "show": show, "replay": replay, "turn": turn, "save": save, "saved": saved,
+    return {"cid": cid, "show": show, "replay": replay, "turn": turn, "save": save, "saved": saved, "exact": exact,
             "rate": [turn, rate_value, reasons, comment, corrected, reviewer]}
 
 
@@ -136,3 +139,10 @@ def build_review_tab(review: Review) -> None:
     r["show"].click(open_replay, [r["cid"]], [r["replay"], r["turn"]], api_visibility="private")
     r["save"].click(review.rate, r["rate"], [r["saved"]], api_name="review_rate").then(
         open_replay, [r["cid"]], [r["replay"], r["turn"]], api_visibility="private")
+
+    def replay_keeping(conversation_id: str, turn: Any, request: gr.Request):
+        html, choices = review.replay(conversation_id, request)
+        return html, gr.update(choices=choices, value=turn)
+
+    r["exact"].click(review.explain_later, [r["turn"]], [r["saved"]], api_name="review_explain").then(
+        replay_keeping, [r["cid"], r["turn"]], [r["replay"], r["turn"]], api_visibility="private")

@@ -19,7 +19,8 @@ inclusion (passage 0 first); each trie node that branches forwards its pending t
 continue from its cache. Short pending runs (fewer than ``min_shared_tokens``, e.g. a lone ``"\\n\\n[3]"`` header)
 are not worth a model call of their own and are passed down to the children instead. Nodes of one trie level are
 batched (``batch_size`` rows; past caches left-padded, new tokens right-padded, both masked out; positions per row),
-and only the reply positions of the leaves go through the LM head and the log-softmax.
+and only the reply positions of the leaves go through the LM head and the log-softmax. Before every forward pass a
+background job gives the model to a waiting live turn (:func:`agent.generation.priority.checkpoint`).
 
 :func:`score_plain` is the reference: one plain forward pass over ``prompt + reply`` (used by tests and benches).
 :func:`pack_table` / :func:`unpack_table` keep a table compactly (float16, compressed) so that a stored turn can be
@@ -262,6 +263,9 @@ class _Runner:
         import torch
         from transformers import DynamicCache
 
+        from agent.generation.priority import checkpoint
+
+        checkpoint()  # a background job lets a waiting answer have the model between its passes
         b = len(nodes)
         lengths = [n.length for n in nodes]
         n_new = [len(t) for t in new_tokens]

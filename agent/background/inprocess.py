@@ -1,8 +1,9 @@
 """The embedded background worker: one thread in the app's process computes exact explanations in turn order.
 
 :meth:`InProcessWorker.submit` queues a stored turn (its ``exact_job`` row says ``queued``); the thread runs
-:func:`agent.background.jobs.run_exact` for each. The generator is the app's own (its lock serialises the exact
-re-scoring with the live turns). :meth:`~InProcessWorker.resume` queues again what the store still lists as pending
+:func:`agent.background.jobs.run_exact` for each. The generator is the app's own: its lock
+(:class:`agent.generation.priority.GeneratorLock`) serialises the exact re-scoring with the live turns, and a live
+turn goes first (the job yields the model between its forward passes). :meth:`~InProcessWorker.resume` queues again what the store still lists as pending
 (the app stopped before they were done), so nothing is dropped; :meth:`~InProcessWorker.wait` blocks until the queue
 is empty (tests, a CLI that wants the exact explanation before it exits).
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 class InProcessWorker:
-    """A daemon thread computing exact explanations for ``store`` with the generator ``generator()`` returns."""
+    """A (non-daemon) thread computing exact explanations for ``store`` with the generator ``generator()`` returns."""
 
     def __init__(self, store, generator: Callable[[], object], *, name: str | None = None) -> None:
         self.store = store

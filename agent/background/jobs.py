@@ -4,7 +4,9 @@ estimate, stored once.
 :func:`run_exact` reads the turn back from the store (prompt and reply token ids, passages), re-scores the reply under
 all ``2^k`` passage subsets (:func:`agent.attribution.attribute`, method ``shapley``), compares it with the
 explanation stored with the turn (:func:`agreement`: the live faithfulness monitor) and stores it with
-:func:`agent.store.exactjobs.finish_exact`, which writes at most once per turn. A failure is recorded
+:func:`agent.store.exactjobs.finish_exact`, which writes at most once per turn. The model is held as a background
+job (:meth:`agent.generation.priority.GeneratorLock.background`): a live turn asked meanwhile is answered first, the
+job waiting between two of its forward passes. A failure is recorded
 (:func:`~agent.store.exactjobs.fail_exact`) and re-raised, so a queue can retry it.
 """
 
@@ -25,6 +27,7 @@ def run_exact(store, generator, turn_id: int, *, worker: str) -> bool:
     from agent.attribution import attribute
     from agent.attribution.rescoring import pack_table
     from agent.errors import StoreError
+    from agent.generation.priority import background_hold
     from agent.store.exactjobs import fail_exact, finish_exact, start_exact
 
     if not start_exact(store, turn_id, worker=worker):
@@ -35,8 +38,11 @@ def run_exact(store, generator, turn_id: int, *, worker: str) -> bool:
             raise StoreError(f"answer {turn_id} has no stored prompt and reply tokens to explain")
         estimate = result.explanation
         started = time.perf_counter()
-        exact, table = attribute(generator, result.layout, result.token_ids, result.token_texts,
-                                 [h.passage for h in result.hits], [h.score for h in result.hits], method="shapley")
+        lock = getattr(generator, "lock", None)
+        with background_hold(lock):  # a live turn goes first: the job yields the model between its passes
+            exact, table = attribute(generator, result.layout, result.token_ids, result.token_texts,
+                                     [h.passage for h in result.hits], [h.score for h in result.hits],
+                                     method="shapley", use_lock=False)
         seconds = time.perf_counter() - started
         agree = agreement(estimate, exact, table) if estimate is not None else {}
         stored = finish_exact(store, turn_id, explanation=exact, table=pack_table(table) if table else None,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import ProvisioningError
+from agent.generation.priority import GeneratorLock
 from agent.generation.prompt import PROMPT_VERSION
 from agent.generation.provision import resolve_model
 from agent.settings import ADAPTERS_DIR, Settings
@@ -40,7 +41,8 @@ class LoadedModel:
     adapter_id: str | None
     adapter_hash: str | None
     # Serialises use of the model across threads (Gradio workers); torch modules are not re-entrant with caches.
-    lock: threading.Lock
+    # A GeneratorLock (agent.generation.priority): live turns go before background exact explanations.
+    lock: GeneratorLock
     #: The prompt this generator is run with (:data:`agent.generation.prompt.SYSTEM_PROMPTS`): the adapter's own, if it names
     #: one in ``moments.json``, else the current default.
     prompt_version: str = PROMPT_VERSION
@@ -152,7 +154,7 @@ def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Load
     seconds = time.perf_counter() - started
     log.info("loaded %s%s in %.2f s", model_dir.name, f" + {a_id}" if a_id else "", seconds)
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=settings.model, model_dir=model_dir,
-                       adapter_id=a_id, adapter_hash=a_hash, lock=threading.Lock(),
+                       adapter_id=a_id, adapter_hash=a_hash, lock=GeneratorLock(),
                        prompt_version=adapter_prompt_version(adapter_dir), decoder=decoder)
 
 
