@@ -31,8 +31,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import logging
+import os
 import random
 import re
 import statistics
