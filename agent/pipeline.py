@@ -5,7 +5,8 @@ optional explanation.
 question into a stream of :class:`TurnEvent`s: ``retrieved`` (the focused passages, as the model and the operator
 see them: :mod:`agent.generation.focus`), ``token`` (each reply token: quoted, :mod:`agent.generation.quoting`, or
 generated as it is chosen, per ``Settings.answer_mode``), ``explaining`` and ``explained`` (when asked for), and a final ``done`` carrying the
-:class:`~agent.turn.TurnResult`. Storing turns is not done here (see :mod:`agent.conversation`), so the pipeline can
+:class:`~agent.turn.TurnResult`; a reply records the method that wrote it in ``versions["generation"]["answer_method"]``
+(``quote``, or ``generate``, also when a quote-mode turn had no sentence to quote). Storing turns is not done here (see :mod:`agent.conversation`), so the pipeline can
 run without a database.
 """
 
@@ -186,7 +187,9 @@ class Agent:
             result.use_prompt(layout)
             started = time.perf_counter()
             first = None
-            for step in self._reply_steps(selection, layout):
+            steps, answer_method = self._reply_steps(selection, layout)
+            result.versions["generation"]["answer_method"] = answer_method  # what wrote the reply: quote | generate
+            for step in steps:
                 if first is None:
                     first = time.perf_counter()
                 result.token_ids.append(step.token_id)
@@ -216,10 +219,10 @@ class Agent:
             return too_far(selection, self.answer_threshold)
         return False
 
-    def _reply_steps(self, selection: Selection, layout) -> Iterator:
-        """The reply's tokens: quoted (``answer_mode`` ``quote``: the selected sentence, cited; see
-        :mod:`agent.generation.quoting`) or generated greedily; a quote falls back to generation when no passage
-        has a sentence to quote."""
+    def _reply_steps(self, selection: Selection, layout) -> tuple[Iterator, str]:
+        """The reply's tokens and the method writing them: ``quote`` (``answer_mode`` ``quote``: the selected
+        sentence, cited; see :mod:`agent.generation.quoting`) or ``generate`` (greedy decoding); a quote falls back to
+        generation when no passage has a sentence to quote."""
         g, s = self.generator, self.settings
         if s.answer_mode == "quote":
             from agent.generation.quoting import cite, quote, quote_steps
@@ -229,8 +232,8 @@ class Agent:
                 steps = quote_steps(g.tokenizer, text)
                 if len(steps) > s.max_new_tokens and selection.single:  # too long: the best sentence alone
                     steps = quote_steps(g.tokenizer, cite(selection.single, selection.cited))
-                return iter(steps[: s.max_new_tokens])  # max_new_tokens bounds every reply
-        return stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens)
+                return iter(steps[: s.max_new_tokens]), "quote"  # max_new_tokens bounds every reply
+        return stream_tokens(g.model, g.tokenizer, layout.input_ids, s.max_new_tokens), "generate"
 
     def explain(self, result: TurnResult, method: str = "shapley"):
         """Attribute ``result``'s reply tokens to its passages (see :mod:`agent.attribution`): the explanation and

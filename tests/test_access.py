@@ -253,8 +253,8 @@ def test_only_reviewers_review_correct_and_export(app):
     assert [(f.id, f.author, f.rating, f.corrected_answer) for f in feedback] == [(out["feedback_id"], "alice", "up",
                                                                                    None)]
 
-    table, _ = app["rita"].predict(*filters, 1, api_name="/review_search")
-    assert len(table["data"]) == 3  # a reviewer sees every conversation
+    page = app["rita"].predict(*filters, 1, api_name="/review_search")
+    assert page["total"] == len(page["items"]) == 3  # a reviewer sees every conversation
     # the reviewer is the signed-in user, whatever name is typed in the form
     app["rita"].predict(alice_turn, "down", ["outdated"], "", "Within 30 days.", "mallory", api_name="/review_rate")
     review = [f for f in app["store"].get_turn(alice_turn).feedback if f.source == "reviewer"]

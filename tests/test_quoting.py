@@ -33,6 +33,7 @@ def test_a_quoted_turn_states_a_sentence_of_passage_1_and_is_explained(agent):
     assert [h.rank for h in result.hits] == list(range(1, len(result.hits) + 1))  # [n] = position shown
     assert "".join(result.token_texts).strip() == result.answer
     assert result.versions["generation"]["answer_mode"] == "quote"
+    assert result.versions["generation"]["answer_method"] == "quote"  # what wrote this reply (ui.origin reads it)
     # explained by the model like a generated reply: a row per token, passage [1] credited most
     exp = result.explanation
     assert exp is not None and len(exp.tokens) == len(result.token_ids)

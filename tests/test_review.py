@@ -99,6 +99,26 @@ def test_rating_a_picked_reply_is_stored_as_a_review(store):
     assert feedback[0].reasons == ["tone"] and feedback[0].reviewed and feedback[0].reviewer == "bob"
 
 
+def test_an_empty_review_is_refused_and_stores_nothing(store):
+    """The form is cleared after a save: a second click on Save sends an empty review, which must not be stored."""
+    import gradio as gr
+
+    from ui.review import Review
+
+    cid = _reviewed_store(store)
+    review = Review(store)
+    turn = review.replay(str(cid))[1][0][1]
+    fid = review.save(turn, "up", [], "", "", "bob")
+    for empty in ((None, [], "", "", "bob"), ("", None, "  ", "\n", "")):
+        with pytest.raises(gr.Error, match="Nothing to save"):
+            review.save(turn, *empty)
+    with pytest.raises(gr.Error, match="rating must be"):
+        review.save(turn, "meh", [], "", "", "bob")
+    assert [f.id for f in store.get_turn(turn).feedback if f.source == "reviewer"] == [fid]
+    second = review.save(turn, None, [], "", "Within 30 days.", "bob")  # a corrected answer alone is a review
+    assert store.get_turn(turn).feedback[-1].id == second and second != fid
+
+
 def test_export_writes_the_filtered_set(store):
     from ui.review import ANY, EXPORTS, Review
 

@@ -45,6 +45,31 @@ def test_named_endpoints_exist_and_are_typed(ui):
     assert out["properties"]["confidence"]["properties"]["level"]["type"] == "string"
     feedback = api["named_endpoints"]["/feedback"]["parameters"][0]
     assert feedback["parameter_name"] == "turn_id" and feedback["type"]["type"] == "integer"
+    # every endpoint but the chat tab's is typed from its handler (no component values, no "Any")
+    typed = {"/ask", "/ask_stream", "/retrieve", "/feedback", "/conversations", "/conversation", "/handover",
+             "/review_search", "/review_rate", "/review_export"}
+    assert names == typed | {"/chat"}
+    for name in typed:
+        endpoint = api["named_endpoints"][name]
+        assert endpoint["description"], name  # the handler's docstring documents it
+        for value in endpoint["parameters"] + endpoint["returns"]:
+            assert value["component"] == "Api" and value["type"], (name, value)
+    props = out["properties"]
+    assert props["answer_method"] == {"type": "string"}
+    origin = props["sentence_origins"]["items"]["properties"]
+    assert set(origin) == {"text", "origin", "passage"} and origin["passage"] == {"oneOf": [{"type": "null"},
+                                                                                           {"type": "integer"}]}
+    explanation = props["explanation"]["oneOf"][1]["properties"]
+    assert {"method", "estimator", "confidence", "passages", "sentences", "tokens"} <= set(explanation)
+    turns = api["named_endpoints"]["/conversation"]["returns"][0]["type"]["properties"]["turns"]["items"]
+    assert {"answer_method", "sentence_origins"} <= set(turns["properties"])
+    assert set(turns["properties"]["feedback"]["items"]["properties"]) == {"rating", "reasons", "comment", "source",
+                                                                          "corrected_answer"}
+    review = api["named_endpoints"]["/review_search"]["returns"][0]["type"]["properties"]
+    assert set(review) == {"total", "page", "pages", "summary", "items"}
+    rate = api["named_endpoints"]["/review_rate"]
+    assert rate["parameters"][0]["type"] == {"type": "integer"} and rate["returns"][0]["type"]["properties"]
+    assert api["named_endpoints"]["/review_export"]["returns"][0]["type"] == {"type": "string"}
 
 
 def test_ask_returns_grounded_json_and_continues_conversation(ui):
@@ -171,16 +196,48 @@ def test_review_endpoints_search_rate_and_export(ui):
     client, store = ui["client"], ui["store"]
     out = client.predict("Do gift cards expire?", "", False, api_name="/ask")
     today = datetime.now(UTC).date().isoformat()
-    table, summary = client.predict("gift cards", "any", "api", "any", "any", None, today, today, "", 1, 10,
-                                    "lowest_confidence", api_name="/review_search")
-    assert out["conversation_id"] in [row[0] for row in table["data"]] and "page 1 of 1" in summary
+    page = client.predict("gift cards", "any", "api", "any", "any", None, today, today, "", 1, 10,
+                          "lowest_confidence", api_name="/review_search")
+    assert out["conversation_id"] in [c["conversation_id"] for c in page["items"]]
+    assert (page["page"], page["pages"]) == (1, 1) and page["total"] == len(page["items"])
+    assert "page 1 of 1" in page["summary"]
     saved = client.predict(out["turn_id"], "down", ["wrong fact"], "stale", "They never expire.", "rita",
                            api_name="/review_rate")
-    assert saved == f"Saved review of reply {out['turn_id']}."
+    assert saved["turn_id"] == out["turn_id"] and saved["message"] == f"Saved review of reply {out['turn_id']}."
     reviewed = [f for f in store.get_turn(out["turn_id"]).feedback if f.source == "reviewer"]
+    assert [f.id for f in reviewed] == [saved["feedback_id"]]
     assert reviewed[0].reasons == ["wrong fact"] and reviewed[0].corrected_answer == "They never expire."
+    with pytest.raises(Exception, match="Nothing to save"):  # an empty review records nothing
+        client.predict(out["turn_id"], "", [], "", "", "rita", api_name="/review_rate")
+    assert len([f for f in store.get_turn(out["turn_id"]).feedback if f.source == "reviewer"]) == 1
     path = client.predict("JSONL (everything)", "gift cards", "any", "api", "any", "yes", None, today, today, "",
                           api_name="/review_export")
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     assert out["conversation_id"] in [json.loads(line)["id"] for line in lines]
     assert all(store.get_conversation(uuid.UUID(json.loads(line)["id"])).channel == "api" for line in lines)
+
+
+def test_ask_says_how_the_reply_was_written_sentence_by_sentence(ui):
+    """The default answer method quotes the help centre: /ask, the streamed variant and /conversation say so, and
+    every sentence names the passage it was taken from word for word."""
+    import re
+
+    client = ui["client"]
+    out = client.predict(QUESTION, "", False, "summary", api_name="/ask")
+    assert out["status"] == "ok" and out["answer_method"] == "quote"
+    origins = out["sentence_origins"]
+    assert len(origins) >= 1 and {o["origin"] for o in origins} == {"quoted"}
+    assert " ".join(o["text"] for o in origins) == " ".join(out["answer"].split())
+    for o in origins:  # the words of each sentence, in order, in the passage it names
+        words = re.findall(r"[^\W_]+", re.sub(r"\[\d+\]", " ", o["text"]).lower())
+        passage = re.findall(r"[^\W_]+", out["passages"][o["passage"] - 1]["text"].lower())
+        assert any(passage[i:i + len(words)] == words for i in range(len(passage))), (o, passage)
+    events = list(client.submit(QUESTION, "", False, "summary", api_name="/ask_stream"))
+    done = events[-1]["result"]
+    assert done["answer_method"] == "quote" and done["sentence_origins"] == origins
+    stored = client.predict(out["conversation_id"], "summary", api_name="/conversation")
+    answer = [t for t in stored["turns"] if t["role"] == "assistant"][-1]
+    assert answer["answer_method"] == "quote" and answer["sentence_origins"] == origins
+    assert [t["answer_method"] for t in stored["turns"] if t["role"] == "user"] == [None]
+    handed = client.predict("What is the airspeed velocity of an unladen swallow?", "", False, api_name="/ask")
+    assert handed["status"] == "abstained" and handed["answer_method"] == "none" and handed["sentence_origins"] == []

@@ -121,7 +121,8 @@ def test_chat_inspect_rate_hand_over_and_reload(app, browser):
     html = _explanation(browser, "mo-insp")
     assert "mo-badge" in html and "Return Policy" in _css(browser, "#mo-passages").text
     chat = _css(browser, "#mo-chat").text
-    assert "How long do I have to return an item?" in chat and "confidence" in chat.lower()
+    assert "How long do I have to return an item?" in chat
+    assert any(label in chat for label in ("High confidence", "Check before sending", "Low confidence"))  # a badge
     cid = _wait(browser, lambda d: d.current_url.split("?c=")[-1] if "?c=" in d.current_url else False)
     # the reply is quoted from passage [1] (the default answer mode) and says so; the method is named
     assert _css(browser, "#mo-explanation .mo-origin").get_attribute("data-origin") == "quoted"
@@ -208,10 +209,21 @@ def test_review_filter_replay_rate_and_export(app, browser):
     _css(browser, "#mo-review-rating input[value='down']").click()
     reason = browser.find_element(By.XPATH, "//*[@id='mo-review-reasons']//label[contains(., 'wrong fact')]")
     reason.click()
+    _css(browser, "#mo-review-comment textarea").send_keys("the hand-over came too late")
     _css(browser, "#mo-review-save").click()
     _wait(browser, lambda d: "Saved review of reply" in _css(d, "#mo-review-saved").text, 60)
     reviewed = [f for c in store.iter_conversations() for t in c.turns for f in t.feedback if f.source == "reviewer"]
-    assert reviewed and reviewed[0].rating == "down" and reviewed[0].reasons == ["wrong fact"]
+    assert len(reviewed) == 1 and reviewed[0].rating == "down" and reviewed[0].reasons == ["wrong fact"]
+    assert reviewed[0].comment == "the hand-over came too late"
+    # the form is cleared once the review is saved, so a second click on Save cannot store it twice
+    _wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#mo-review-rating input:checked"), 30)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#mo-review-reasons input:checked")
+    assert _css(browser, "#mo-review-comment textarea").get_attribute("value") == ""
+    _shot(browser, "review-saved")
+    _css(browser, "#mo-review-save").click()
+    _wait(browser, lambda d: "Nothing to save" in _css(d, "#mo-review-saved").text, 60)
+    again = [f for c in store.iter_conversations() for t in c.turns for f in t.feedback if f.source == "reviewer"]
+    assert len(again) == 1
     # "explain later" on the picked reply, the hand-over: nothing was generated, said plainly
     _css(browser, "#mo-review-exact").click()
     _wait(browser, lambda d: "there is nothing to explain" in d.find_element(By.TAG_NAME, "body").text, 60)

@@ -66,7 +66,7 @@ def test_reload_restores_the_conversation_with_its_explanation(chat):
     request = SimpleNamespace(query_params={"c": str(chat.cid)[:8]})  # a prefix works, as in `moments logs`
     messages, passages, explanation, state, status, _, cid = chat.app.restore(request)
     assert [m["role"] for m in messages] == ["user", "assistant"] and cid == str(chat.cid)
-    assert "High confidence · 0.67" in messages[1]["content"]
+    assert "Check before sending · 0.67" in messages[1]["content"]  # the badge of the default (calibrated) bands
     live = explained_turn()
     assert explanation == render.explanation_html(live, chat.app.settings) and "mo-insp" in explanation
     assert passages == render.turn_passages_html(live)

@@ -3,7 +3,8 @@ documents (typed dicts, integer ids), and the compact explanation format they re
 
 Endpoints (``gradio_client.Client(url).predict(..., api_name=...)``):
 
-* ``/ask`` (question, conversation_id="", explain=False, detail="summary") → :class:`AskOut`;
+* ``/ask`` (question, conversation_id="", explain=False, detail="summary") → :class:`AskOut` (with the method that
+  wrote the reply and each sentence's origin: quoted from passage [n] or generated);
 * ``/ask_stream`` (same inputs) → :class:`StreamEvent` items: the reply's tokens, then the ``/ask`` object;
 * ``/retrieve`` (question, top_k=0) → list of :class:`PassageOut` (no generation);
 * ``/feedback`` (turn_id, rating, reasons="", comment="", corrected="") → :class:`FeedbackOut`;
@@ -37,6 +38,7 @@ from ui.api_types import (
     AskOut,
     ConversationOut,
     ConversationSummaryOut,
+    FeedbackItemOut,
     FeedbackOut,
     HandoverOut,
     PageOut,
@@ -45,10 +47,12 @@ from ui.api_types import (
     TurnOut,
     compact_explanation,
     confidence_out,
+    origins_out,
     passage_out,
     sig,
 )
 from ui.handover import handover_summary
+from ui.origin import answer_method
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +133,7 @@ class MomentsApi:
         return AskOut(question=result.question, answer=result.answer, status=result.status,
                       conversation_id=result.conversation_id or "", turn_id=result.turn_id,
                       passages=passage_out(result.hits), confidence=confidence_out(result, self.settings),
+                      answer_method=answer_method(result), sentence_origins=origins_out(result),
                       explanation=compact_explanation(result.explanation, detail),
                       timings={k: round(v, 1) for k, v in result.timings.items()},
                       stored=result.stored, not_stored=result.not_stored or "")
@@ -255,10 +260,12 @@ class MomentsApi:
             turns.append(TurnOut(
                 turn_id=t.id, role=t.role, text=t.text, status=t.status,
                 confidence=confidence_out(result, self.settings) if result else None,
+                answer_method=answer_method(result) if result else None,
+                sentence_origins=origins_out(result) if result else [],
                 passages=passage_out(result.hits) if result else [],
                 explanation=compact_explanation(result.explanation, detail) if result else None,
-                feedback=[{"rating": f.rating, "reasons": list(f.reasons), "comment": f.comment, "source": f.source,
-                           "corrected_answer": f.corrected_answer} for f in t.feedback]))
+                feedback=[FeedbackItemOut(rating=f.rating, reasons=list(f.reasons), comment=f.comment, source=f.source,
+                                          corrected_answer=f.corrected_answer) for f in t.feedback]))
         return ConversationOut(conversation_id=str(conv.id), title=conv.title or "", channel=conv.channel,
                                status=conv.status, turns=turns)
 

@@ -24,7 +24,7 @@ import gradio as gr
 
 from agent.errors import MomentsError
 from agent.settings import Settings
-from agent.store import StatsPublic, TurnPublic
+from agent.store import ConversationPublic, StatsPublic, TurnPublic
 from agent.vocabulary import RATINGS, REASONS
 from ui import render
 from ui.access import Gate
@@ -44,6 +44,18 @@ ORDERS = [("most recent activity", "recent"), ("oldest activity", "oldest"),
           ("lowest confidence first", "lowest_confidence"), ("most turns", "most_turns")]
 EXPORTS = {"JSONL (everything)": ("export_jsonl", "jsonl"), "CSV (one row per turn)": ("export_csv", "csv"),
            "Fine-tune (corrected answers)": ("export_finetune", "jsonl")}
+
+
+@dataclass(frozen=True)
+class ReviewPage:
+    """One page of the review table: the conversations on it, how many match in all, the page and its count, and
+    the summary line."""
+
+    rows: list[ConversationPublic]
+    total: int
+    page: int
+    pages: int
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,17 @@ class Review:
                confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
                page: float | None = 1, page_size: float | None = PAGE_SIZE, order: str = "recent",
                request: gr.Request = None) -> tuple[list[list[Any]], str]:
+        """The table's rows for one page (see :meth:`page`) and its summary line."""
+        found = self.page(text, status, channel, rating, reviewed, confidence_below, since, until, operator, page,
+                          page_size, order, request=request)
+        table = [[str(c.id), c.updated_at.strftime("%Y-%m-%d %H:%M"), c.channel, c.status, c.turn_count,
+                  c.title or "", "" if c.last_confidence is None else round(c.last_confidence, 2)] for c in found.rows]
+        return table, found.summary
+
+    def page(self, text: str, status: str, channel: str, rating: str, reviewed: str,
+             confidence_below: float | None, since: str = "", until: str = "", operator: str = "",
+             page: float | None = 1, page_size: float | None = PAGE_SIZE, order: str = "recent",
+             request: gr.Request = None) -> ReviewPage:
         """One page of the matching conversations in ``order`` (see :data:`ORDERS`; most recent activity first by
         default) and a summary line (figures over all matches). Every match is reachable: there is no cap."""
         store = self._need_store(request)
@@ -121,9 +144,7 @@ class Review:
             stats = store.stats(**filters)
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        table = [[str(c.id), c.updated_at.strftime("%Y-%m-%d %H:%M"), c.channel, c.status, c.turn_count,
-                  c.title or "", "" if c.last_confidence is None else round(c.last_confidence, 2)] for c in rows]
-        return table, f"{self.summary(stats)} · page {page_no} of {pages}"
+        return ReviewPage(rows, total, page_no, pages, f"{self.summary(stats)} · page {page_no} of {pages}")
 
     @staticmethod
     def summary(stats: StatsPublic) -> str:
@@ -233,21 +254,33 @@ class Review:
 
     def rate(self, turn_id: float | None, rating: str, reasons: list[str], comment: str, corrected: str,
              reviewer: str, request: gr.Request = None) -> str:
-        """Store a reviewer's rating of one answer turn (picked from the replay); the reviewer is the signed-in
-        user (the typed name counts only when authentication is off)."""
+        """Store a reviewer's rating of one answer turn (see :meth:`save`); a line saying so."""
+        self.save(turn_id, rating, reasons, comment, corrected, reviewer, request)
+        return f"Saved review of reply {int(turn_id)}."
+
+    def save(self, turn_id: float | None, rating: str | None, reasons: list[str] | None, comment: str | None,
+             corrected: str | None, reviewer: str | None, request: gr.Request = None) -> int:
+        """Store a reviewer's rating of one answer turn (picked from the replay), which marks it reviewed; the
+        feedback id. The reviewer is the signed-in user (the typed name counts only when authentication is off). A
+        review with no rating, reason, comment or corrected answer is refused: it would record nothing (the form is
+        cleared after each save, so a second click on Save does not store the review twice)."""
         store = self._need_store(request)
         caller = self.gate.caller(request)
         if not caller.local:
             reviewer = caller.name
         if not turn_id:
             raise gr.Error("Replay a conversation and pick one of its replies first.")
+        if rating and rating not in RATINGS:
+            raise gr.Error(f"rating must be {' or '.join(repr(r) for r in RATINGS)} (or empty), not {rating!r}.")
+        comment, corrected = (comment or "").strip(), (corrected or "").strip()
+        if not (rating or reasons or comment or corrected):
+            raise gr.Error("Nothing to save: pick a rating or a reason, or write a comment or a corrected answer.")
         try:
-            store.add_feedback(int(turn_id), source="reviewer", rating=rating if rating in RATINGS else None,
-                               reasons=reasons or [], comment=comment or None, corrected_answer=corrected or None,
-                               reviewed=True, reviewer=reviewer or None, author=self.gate.operator(caller))
+            return store.add_feedback(int(turn_id), source="reviewer", rating=rating or None, reasons=reasons or [],
+                                      comment=comment or None, corrected_answer=corrected or None, reviewed=True,
+                                      reviewer=reviewer or None, author=self.gate.operator(caller))
         except MomentsError as exc:
             raise gr.Error(str(exc)) from exc
-        return f"Saved review of reply {int(turn_id)}."
 
     def export(self, kind: str, text: str, status: str, channel: str, rating: str, reviewed: str,
                confidence_below: float | None, since: str = "", until: str = "", operator: str = "",

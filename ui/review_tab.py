@@ -9,6 +9,7 @@ import gradio as gr
 from agent.vocabulary import CHANNELS, CONVERSATION_STATUSES, RATINGS
 from ui.render import INSPECTOR_JS
 from ui.review import ANY, COLUMNS, EXPORTS, ORDERS, PAGE_SIZE, REASON_ORDER, Review
+from ui.review_api import register
 
 
 def _filters() -> list[Any]:
@@ -59,8 +60,8 @@ def _replay_and_rate() -> dict[str, Any]:
             turn = gr.Dropdown([], label="Reply", elem_id="mo-review-turn", allow_custom_value=True)
             rate_value = gr.Radio(list(RATINGS), label="Rating", elem_id="mo-review-rating")
             reasons = gr.CheckboxGroup(REASON_ORDER, label="Reasons", elem_id="mo-review-reasons")
-        comment = gr.Textbox(label="Comment")
-        corrected = gr.Textbox(label="Corrected answer (feeds retraining)", lines=2)
+        comment = gr.Textbox(label="Comment", elem_id="mo-review-comment")
+        corrected = gr.Textbox(label="Corrected answer (feeds retraining)", lines=2, elem_id="mo-review-corrected")
         reviewer = gr.Textbox(label="Reviewer", elem_id="mo-review-reviewer")
         with gr.Row():
             save = gr.Button("Save review", elem_id="mo-review-save")
@@ -91,12 +92,27 @@ def _exports(review: Review, filters: list[Any]) -> None:
         exported = gr.File(label="Download", elem_id="mo-review-file", visible=False)  # shown once there is one
     for kind, button in zip(EXPORTS, buttons, strict=True):
         button.click(_export_as(review, kind), filters, [exported], api_visibility="private")
-    # the same, for API callers: the format as the first input
-    gr.api(review.export, api_name="review_export")
+
+
+def _save_as(review: Review):
+    """The Save button's handler: store the review, then clear the form (rating, reasons, comment, corrected answer)
+    so that a second click cannot store it twice; a refused review (nothing in the form, no reply picked) is said
+    under the button and leaves the form as it was."""
+
+    def save(turn: float | None, rating: str | None, reasons: list[str], comment: str, corrected: str, reviewer: str,
+             request: gr.Request) -> tuple[Any, ...]:
+        try:
+            message = review.rate(turn, rating, reasons, comment, corrected, reviewer, request)
+        except gr.Error as exc:
+            return (f"⚠ {exc.message}",) + (gr.skip(),) * 4
+        return message, None, [], "", ""
+
+    return save
 
 
 def build_review_tab(review: Review) -> None:
-    """Lay out the review tab inside the current ``gr.Blocks`` context and wire its events."""
+    """Lay out the review tab inside the current ``gr.Blocks`` context and wire its events (the typed endpoints for
+    scripts are :mod:`ui.review_api`'s)."""
     filters = _filters()
     with gr.Row():
         search = gr.Button("Search", variant="primary", elem_id="mo-review-search")
@@ -114,7 +130,7 @@ def build_review_tab(review: Review) -> None:
 
     listing = [*filters, page, size, order]
     search.click(lambda: 1, outputs=[page], api_visibility="private").then(
-        review.search, listing, [table, summary], api_name="review_search").then(
+        review.search, listing, [table, summary], api_visibility="private").then(
         review.figures, filters, figures, api_visibility="private")
     for control in (order, size):
         control.change(lambda: 1, outputs=[page], api_visibility="private").then(
@@ -137,7 +153,9 @@ def build_review_tab(review: Review) -> None:
     table.select(pick, [table], [r["cid"]], api_visibility="private").then(
         open_replay, [r["cid"]], [r["replay"], r["turn"]], api_visibility="private")
     r["show"].click(open_replay, [r["cid"]], [r["replay"], r["turn"]], api_visibility="private")
-    r["save"].click(review.rate, r["rate"], [r["saved"]], api_name="review_rate").then(
+    _, rating, reasons, comment, corrected, _ = r["rate"]
+    r["save"].click(_save_as(review), r["rate"], [r["saved"], rating, reasons, comment, corrected],
+                    api_visibility="private").then(
         open_replay, [r["cid"]], [r["replay"], r["turn"]], api_visibility="private")
 
     def replay_keeping(conversation_id: str, turn: Any, request: gr.Request):
@@ -146,3 +164,4 @@ def build_review_tab(review: Review) -> None:
 
     r["exact"].click(review.explain_later, [r["turn"]], [r["saved"]], api_name="review_explain").then(
         replay_keeping, [r["cid"], r["turn"]], [r["replay"], r["turn"]], api_visibility="private")
+    register(review)

@@ -15,8 +15,9 @@ instead of quoting something unrelated.
 The reply is still explained by the language model, exactly as a generated one: it is tokenized with the
 generator's tokenizer and re-scored under every passage subset (:mod:`agent.attribution`), which tells, word by word,
 how much each passage raises the model's probability of the quoted text, whether a word is grounded or the model's
-prior, and what the model would have said instead. The turn records ``answer_mode`` in its versions, so a reader
-knows the words were quoted, not generated. A sentence that reads as an instruction to the assistant (an injection
+prior, and what the model would have said instead. The turn records ``answer_mode`` and the method that wrote the reply
+(``answer_method``: ``quote``, or ``generate`` when there was nothing to quote) in its versions, so a reader knows the
+words were quoted, not generated. A sentence that reads as an instruction to the assistant (an injection
 in the knowledge base, :mod:`agent.generation.injection`) is never quoted.
 """
 
