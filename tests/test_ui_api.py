@@ -47,7 +47,7 @@ def test_named_endpoints_exist_and_are_typed(ui):
     assert feedback["parameter_name"] == "turn_id" and feedback["type"]["type"] == "integer"
     # every endpoint but the chat tab's is typed from its handler (no component values, no "Any")
     typed = {"/ask", "/ask_stream", "/retrieve", "/feedback", "/conversations", "/conversation", "/handover",
-             "/review_search", "/review_rate", "/review_export"}
+             "/review_search", "/review_rate", "/review_export", "/review_explain"}
     assert names == typed | {"/chat"}
     for name in typed:
         endpoint = api["named_endpoints"][name]

@@ -4,7 +4,9 @@
   page_size=25, order="recent") → :class:`ReviewPageOut`: one sorted page of the filtered conversations;
 * ``/review_rate`` (turn_id, rating, reasons=[], comment="", corrected="", reviewer="") → :class:`ReviewOut`: a
   reviewer's rating of one reply (marks it reviewed);
-* ``/review_export`` (kind, the same filters) → the path of the written file, on the server's machine.
+* ``/review_export`` (kind, the same filters) → the path of the written file, on the server's machine;
+* ``/review_explain`` (turn_id) → one line: the exact explanation of a stored reply with only the instant estimate
+  is queued (or already done).
 
 The review tab's own buttons run the same :class:`ui.review.Review` handlers through private events (they update
 components); these are the typed doors for scripts. Like :mod:`ui.api`, this module has no
@@ -69,8 +71,14 @@ class ReviewApi:
                                   operator, request=request)
 
 
+    def review_explain(self, turn_id: int, request: gr.Request = None) -> str:
+        """Queue the exact explanation of one stored reply (a turn_id from /conversation) that has only the instant
+        estimate or none; one line says what happens (queued, running, already done)."""
+        return self.review.explain_later(turn_id, request)
+
+
 def register(review: Review) -> None:
     """Add the typed review endpoints to the current ``gr.Blocks``."""
     api = ReviewApi(review)
-    for name in ("review_search", "review_rate", "review_export"):
+    for name in ("review_search", "review_rate", "review_export", "review_explain"):
         gr.api(getattr(api, name), api_name=name)

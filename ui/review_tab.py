@@ -162,6 +162,6 @@ def build_review_tab(review: Review) -> None:
         html, choices = review.replay(conversation_id, request)
         return html, gr.update(choices=choices, value=turn)
 
-    r["exact"].click(review.explain_later, [r["turn"]], [r["saved"]], api_name="review_explain").then(
+    r["exact"].click(review.explain_later, [r["turn"]], [r["saved"]], api_visibility="private").then(
         replay_keeping, [r["cid"], r["turn"]], [r["replay"], r["turn"]], api_visibility="private")
     register(review)
