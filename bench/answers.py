@@ -153,7 +153,8 @@ def _quote_key(agent) -> list:
     selector, the cosine) the selector file's content."""
     sel = agent.settings.answer_selector
     key: list = [agent.settings.answer_mode, agent.answer_threshold, agent.settings.quote_sentences,
-                 agent.settings.answer_pool, "units end with a full stop"]
+                 agent.settings.answer_pool, "units end with a full stop",
+                 "dangling list items joined"]
     if sel != "cosine":
         from agent.generation.selector import selector_file
 

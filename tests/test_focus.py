@@ -79,3 +79,14 @@ def test_focused_training_example_moves_the_citation_or_is_dropped(focus: Focus)
                   answer="Gift card refunds arrive within 24 hours [2].", passages=ps, gold=[1],
                   reference="Gift card refunds arrive within 24 hours.")
     assert focus_example(cut, focus) is None  # keep=1 cut the answer from its passage: not a hand-over example
+
+
+def test_a_list_item_ending_with_or_is_joined_with_the_next_one() -> None:
+    """'- Click Unsubscribe ..., or' / '- Go to Account ...' is one answer: quoted alone, the first item ended in
+    'or.' (seen in bench/results/answers.md, 2026-12-02)."""
+    text = ("Unsubscribing\n- Click **Unsubscribe** at the bottom of any marketing email, or\n"
+            "- Go to **Account > Communication preferences** and turn off marketing emails.\n- Call us.")
+    texts = [u.text for u in split_units(text) if not u.heading]
+    assert texts == [("Click Unsubscribe at the bottom of any marketing email, or go to Account > Communication "
+                      "preferences and turn off marketing emails."), "Call us."]
+    assert [u.text for u in split_units("Pay\n- Cards, and\n- PayPal.")][1] == "Cards, and PayPal."

@@ -38,10 +38,30 @@ def _table_row(line: str, header: list[str] | None) -> str:
     return ": ".join(c for c in cells if c) + "."
 
 
+_DANGLING = re.compile(r"(?:,\s*)?\b(?:or|and)$", re.IGNORECASE)
+
+
+def _join_dangling(lines: list[str]) -> list[str]:
+    """List items that end with a dangling "or" / "and" ("- Click Unsubscribe in any email, or") joined with the item
+    after them, which completes their sentence; the next item's first word is lower-cased when it is a plain
+    capitalised word ("Go to ..." -> "go to ...", "Apple Pay" and "PayPal" are kept)."""
+    out: list[str] = []
+    for line in lines:
+        prev = out[-1] if out else ""
+        if prev and _BULLET.match(prev) and _DANGLING.search(prev) and _BULLET.match(line):
+            rest = _BULLET.sub("", line)
+            words = rest.split(" ", 2)
+            plain = words[0].isalpha() and words[0].istitle() and not (len(words) > 1 and words[1][:1].isupper())
+            out[-1] = f"{prev} {rest[:1].lower() + rest[1:] if plain else rest}"
+        else:
+            out.append(line)
+    return out
+
+
 def split_units(text: str) -> list[Unit]:
     """Answer units of a passage body (see module docstring); the first line is a heading when it has no sentence
     end and more lines follow."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    lines = _join_dangling([ln.strip() for ln in text.strip().splitlines() if ln.strip()])
     units: list[Unit] = []
     header: list[str] | None = None
     for i, line in enumerate(lines):
