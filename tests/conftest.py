@@ -124,6 +124,21 @@ def default_agent(session_home, generator):
     return Agent(make_settings(home, embedder=Settings.model_fields["embedder"].default), generator=generator)
 
 
+def launch_app(settings, store):
+    """The app on ``settings`` (their ``auth`` included) and ``store``, launched on loopback the way ``moments serve``
+    launches it (the sign-in gate's auth and middleware); ``(demo, url)``. The caller closes ``demo``."""
+    from agent.pipeline import Agent
+    from ui.app import build_app
+    from ui.render import CSS
+
+    demo = build_app(settings, agent=Agent(settings), store=store)
+    demo.queue(default_concurrency_limit=1)
+    gate = demo.moments.gate
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", css=CSS, quiet=True, auth=gate.auth,
+                            app_kwargs=gate.app_kwargs())
+    return demo, url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     """An empty database on each back end: a SQLite file, and a fresh schema on the real PostgreSQL server."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import launch_app, make_settings
 from tests.test_ui_browser import _css, _wait, browser  # noqa: F401 - the browser fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
@@ -16,20 +16,14 @@ PASSWORDS = {"alice": "alice-secret-1", "rita": "rita-secret-333"}
 
 def _launch(session_home, tmp_path, auth: str):
     from agent.access import Accounts
-    from agent.pipeline import Agent
     from agent.store import Store
-    from ui.app import build_app
-    from ui.render import CSS
 
     settings = make_settings(session_home, database_url=f"sqlite:///{tmp_path / f'{auth}.db'}", auth=auth)
     store = Store(settings.db_url)
     if auth != "none":
         Accounts(store).add("alice", "operator", PASSWORDS["alice"])
         Accounts(store).add("rita", "reviewer", PASSWORDS["rita"])
-    demo = build_app(settings, agent=Agent(settings), store=store)
-    demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", css=CSS, quiet=True,
-                            auth=demo.moments.gate.auth, app_kwargs=demo.moments.gate.app_kwargs())
+    demo, url = launch_app(settings, store)
     return demo, store, url
 
 

@@ -10,17 +10,14 @@ from gradio_client import Client
 
 from agent.access import Accounts
 from agent.access.limits import SignInLimiter, duration, locked_message
-from tests.conftest import make_settings
+from tests.conftest import launch_app, make_settings
 from tests.test_access import _exchange
 from ui.api_keys import key_credentials
 
 
 @pytest.fixture(scope="module")
 def launched(session_home, tmp_path_factory):
-    from agent.pipeline import Agent
     from agent.store import Store
-    from ui.app import build_app
-    from ui.render import CSS
 
     db = tmp_path_factory.mktemp("keys-db") / "keys.db"
     settings = make_settings(session_home, database_url=f"sqlite:///{db}", auth="password")
@@ -31,11 +28,8 @@ def launched(session_home, tmp_path_factory):
     other_id, other_secret = accounts.add_key("old widget", created_by="admin")
     cid, _ = _exchange(store, key_id, "the widget's question")
     _exchange(store, "alice", "alice's question")
-    demo = build_app(settings, agent=Agent(settings), store=store)
-    demo.queue(default_concurrency_limit=1)
+    demo, url = launch_app(settings, store)
     gate = demo.moments.gate
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", css=CSS, quiet=True, auth=gate.auth,
-                            app_kwargs=gate.app_kwargs())
     try:
         yield {"url": url, "store": store, "key": (key_id, secret), "other": (other_id, other_secret), "cid": cid,
                "gate": gate}
