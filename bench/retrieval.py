@@ -51,7 +51,7 @@ from agent.settings import DEFAULT_KB, PROJECT_ROOT, SHARED_DATA, Settings
 from bench.retrieval_dstc9 import dstc9_passages, dstc9_turns
 from retrieval.chunking import embedding_text
 from retrieval.embedder import (
-    DEFAULT_EMBEDDER,
+    PACKAGED_EMBEDDER,
     embed,
     embed_passages,
     load_embedder,
@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dstc9", type=Path, default=SHARED_DATA / "dstc9", help="DSTC9 folder")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     parser.add_argument("--no-dstc9", action="store_true", help="skip DSTC9")
-    parser.add_argument("--embedders", default=f"{Settings.model_fields['embedder'].default},{DEFAULT_EMBEDDER}",
+    parser.add_argument("--embedders", default=f"{Settings.model_fields['embedder'].default},{PACKAGED_EMBEDDER}",
                         help="comma-separated embedders; the first (default: Settings' default embedder) gets every "
                         "method and is reported as the default")
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agent.settings import DEFAULT_KB, PROJECT_ROOT, SHARED_DATA
-from retrieval.embedder import DEFAULT_EMBEDDER, load_embedder
+from retrieval.embedder import PACKAGED_EMBEDDER, load_embedder
 from retrieval.followup import (
     DEFAULT_METHOD,
     HistoryMethod,
@@ -176,7 +176,7 @@ def run_kb(kb: Path, eval_dir: Path, model) -> dict:
     questions = [json.loads(x) for x in (eval_dir / "kb_questions.jsonl").read_text().splitlines() if x.strip()]
     followups = [json.loads(x) for x in (eval_dir / "kb_followups.jsonl").read_text().splitlines() if x.strip()]
     answerable = [q for q in questions if q.get("answerable")]
-    index = KnowledgeIndex.build(kb, DEFAULT_EMBEDDER, chunk_tokens=180, progress=True, model=model)
+    index = KnowledgeIndex.build(kb, PACKAGED_EMBEDDER, chunk_tokens=180, progress=True, model=model)
     alone = [(q["question"], [], {q["article"]}, "alone") for q in answerable]
     switch = []  # the same questions after a question about another article
     for i, q in enumerate(answerable):
@@ -255,8 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import platform
 
     t0 = time.perf_counter()
-    model = load_embedder(DEFAULT_EMBEDDER)
-    report: dict = {"embedder": DEFAULT_EMBEDDER, "data": str(args.data), "dstc9": run_dstc9(args.data, model)}
+    model = load_embedder(PACKAGED_EMBEDDER)
+    report: dict = {"embedder": PACKAGED_EMBEDDER, "data": str(args.data), "dstc9": run_dstc9(args.data, model)}
     eval_dir = PROJECT_ROOT / "data" / "eval"
     if not args.no_kb and DEFAULT_KB.is_dir() and (eval_dir / "kb_questions.jsonl").is_file():
         report["kb"] = run_kb(DEFAULT_KB, eval_dir, model)

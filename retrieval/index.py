@@ -44,7 +44,7 @@ from retrieval.ann import ANN_POLICY, make_index, prepare
 from retrieval.ann import dense_scores as ann_dense_scores
 from retrieval.chunking import CHUNKING_VERSION
 from retrieval.embedder import (
-    DEFAULT_EMBEDDER,
+    PACKAGED_EMBEDDER,
     embed,
     embed_passages,
     embedding_dim,
@@ -187,7 +187,7 @@ class KnowledgeIndex:
     def build(
         cls,
         kb_path: Path,
-        embedder_name: str = DEFAULT_EMBEDDER,
+        embedder_name: str = PACKAGED_EMBEDDER,
         chunk_tokens: int = 180,
         progress: bool = True,
         model: SentenceTransformer | None = None,
@@ -241,7 +241,7 @@ class KnowledgeIndex:
                 f"The saved index in {index_dir} is inconsistent ({faiss_index.ntotal} vectors, "
                 f"{len(passages)} passages). Delete the folder to rebuild it."
             )
-        model = model if model is not None else load_embedder(meta.get("embedder", DEFAULT_EMBEDDER))
+        model = model if model is not None else load_embedder(meta.get("embedder", PACKAGED_EMBEDDER))
         prepare(faiss_index)
         return cls(passages, faiss_index, model, meta, directory=index_dir, lexical=lexical)
 
@@ -250,7 +250,7 @@ class KnowledgeIndex:
         cls,
         kb_path: Path,
         index_dir: Path,
-        embedder_name: str = DEFAULT_EMBEDDER,
+        embedder_name: str = PACKAGED_EMBEDDER,
         chunk_tokens: int = 180,
         progress: bool = True,
         max_file_bytes: int | None = MAX_FILE_BYTES,
@@ -291,7 +291,7 @@ class KnowledgeIndex:
         missing = list(dict.fromkeys(t for t in texts if t not in self._query_cache))
         if missing:
             vecs = embed(self.model, missing)  # (len(missing), dim)
-            check_queries(vecs, str(self.meta.get("embedder", DEFAULT_EMBEDDER)))
+            check_queries(vecs, str(self.meta.get("embedder", PACKAGED_EMBEDDER)))
             for text, vec in zip(missing, vecs):
                 self._query_cache[text] = vec
             while len(self._query_cache) > QUERY_CACHE_SIZE:
@@ -362,7 +362,7 @@ class KnowledgeIndex:
             return []
         self.check()
         query = normalise(np.asarray(vec, dtype=np.float32).reshape(1, -1))  # (1, dim)
-        check_queries(query, str(self.meta.get("embedder", DEFAULT_EMBEDDER)))
+        check_queries(query, str(self.meta.get("embedder", PACKAGED_EMBEDDER)))
         scores, ids = self.faiss_index.search(query, k)  # (1, k) each
         hits = [Hit(passage=self.passages[i], score=float(s), rank=r)
                 for r, (s, i) in enumerate(zip(scores[0], ids[0]), 1) if i >= 0]

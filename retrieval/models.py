@@ -17,7 +17,7 @@ Contract
   recorded on its first check (trust on first use). Failures raise :class:`retrieval.errors.ProvisioningError`
   saying what to do.
 * :func:`provision_source` does the same for any :class:`ZipModel`; with ``whole_wheel`` the zip is the one wheel
-  itself (the model is a folder of the package: the packaged default, :mod:`retrieval.packaged`).
+  itself (the model is a folder of the package: the packaged embedder, :mod:`retrieval.packaged`).
 * :func:`default_models_dir` is ``$MOMENTS_MODELS_PATH``, else ``$MOMENTS_HOME/models``, else
   ``~/.cache/moments/models`` (the same folder as the app's ``Settings.models_dir``).
 """

