@@ -69,7 +69,9 @@ def test_named_endpoints_exist_and_are_typed(ui):
     assert set(review) == {"total", "page", "pages", "summary", "items"}
     rate = api["named_endpoints"]["/review_rate"]
     assert rate["parameters"][0]["type"] == {"type": "integer"} and rate["returns"][0]["type"]["properties"]
-    assert api["named_endpoints"]["/review_export"]["returns"][0]["type"] == {"type": "string"}
+    export = api["named_endpoints"]["/review_export"]["returns"][0]
+    assert export["python_type"]["type"] == "filepath"  # a file the client downloads, not a server path
+    assert export["type"]["properties"]["meta"]["properties"]["_type"] == {"const": "gradio.FileData"}
 
 
 def test_ask_returns_grounded_json_and_continues_conversation(ui):
@@ -212,6 +214,7 @@ def test_review_endpoints_search_rate_and_export(ui):
     assert len([f for f in store.get_turn(out["turn_id"]).feedback if f.source == "reviewer"]) == 1
     path = client.predict("JSONL (everything)", "gift cards", "any", "api", "any", "yes", None, today, today, "",
                           api_name="/review_export")
+    assert "moments-export-" not in path  # the client's downloaded copy, not the server's file
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     assert out["conversation_id"] in [json.loads(line)["id"] for line in lines]
     assert all(store.get_conversation(uuid.UUID(json.loads(line)["id"])).channel == "api" for line in lines)

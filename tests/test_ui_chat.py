@@ -102,6 +102,67 @@ def test_clicking_a_reply_shows_its_explanation_and_points_feedback_at_it(chat):
     assert all(isinstance(v, type(gr.skip())) for v in unchanged[:2])
 
 
+def _estimated_turn(chat):
+    """A second reply stored with only an estimate, its exact explanation queued (as the default 'instant' leaves
+    it); the chat's state as the turn left it."""
+    from dataclasses import replace
+
+    from agent.store.exactjobs import queue_exact
+
+    live = explained_turn()
+    estimate = replace(live, explanation=replace(live.explanation, method="learned", estimator="learned"))
+    chat.store.add_user_turn(chat.cid, text="And for sale items?")
+    turn = chat.store.add_turn(chat.cid, estimate)
+    queue_exact(chat.store, turn, estimate_method="learned")
+    chat.state["turn_ids"]["3"] = turn
+    chat.state["turn"] = chat.state["last_turn"] = turn
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+                {"role": "user", "content": "And for sale items?"}, {"role": "assistant", "content": "estimate"}]
+    return live, turn, messages
+
+
+def test_the_exact_explanation_replaces_the_estimate_in_the_chat_when_it_lands(chat):
+    """The reply goes out with the instant estimate; the tab polls (a timer, on only while the job is pending) and
+    swaps in the exact explanation the background worker stores, labelled as exact."""
+    from agent.store.exactjobs import finish_exact, start_exact
+
+    live, turn, messages = _estimated_turn(chat)
+    state, timer = chat.app.arm_exact(chat.state)
+    assert state["pending_exact"] == turn and timer.active is True
+    explanation, passages, chatbot, state, status, timer = chat.app.refresh_exact(state, messages)
+    assert all(isinstance(v, type(gr.skip())) for v in (explanation, passages, chatbot, timer))  # still queued
+    assert start_exact(chat.store, turn, worker="w")
+    explanation, *_ = chat.app.refresh_exact(state, messages)
+    assert isinstance(explanation, type(gr.skip()))  # running: still the estimate
+    finish_exact(chat.store, turn, explanation=live.explanation, table=None, agreement={}, worker="w", exact_ms=5.0)
+    explanation, passages, chatbot, state, status, timer = chat.app.refresh_exact(state, messages)
+    assert isinstance(status, type(gr.skip()))
+    assert "data-estimator='exact'" in explanation and "data-estimator='learned'" not in explanation
+    assert explanation == chat.app._explained(chat.store.get_result(turn))[0] and "mo-p-1" in passages
+    assert chatbot[3]["content"] != "estimate" and "mo-badge" in chatbot[3]["content"]
+    assert chatbot[:3] == messages[:3] and state["pending_exact"] is None and timer.active is False
+    state, timer = chat.app.arm_exact(state)  # done: nothing left to poll for
+    assert state["pending_exact"] is None and timer.active is False
+
+
+def test_the_exact_explanation_leaves_the_panel_alone_when_another_reply_is_shown(chat):
+    from agent.store.exactjobs import fail_exact, finish_exact
+
+    live, turn, messages = _estimated_turn(chat)
+    state, _ = chat.app.arm_exact(chat.state)
+    state["turn"] = chat.turn_id  # the operator clicked the first reply meanwhile
+    finish_exact(chat.store, turn, explanation=live.explanation, table=None, agreement={}, worker="w", exact_ms=5.0)
+    explanation, passages, chatbot, state, status, timer = chat.app.refresh_exact(state, messages)
+    assert isinstance(explanation, type(gr.skip())) and isinstance(passages, type(gr.skip()))
+    assert "mo-badge" in chatbot[3]["content"] and timer.active is False
+    # a failed job stops the polling and says so, keeping the estimate
+    _, turn2, messages = _estimated_turn(chat)
+    state, _ = chat.app.arm_exact(chat.state)
+    fail_exact(chat.store, turn2, error="boom")
+    explanation, _, chatbot, state, status, timer = chat.app.refresh_exact(state, messages)
+    assert isinstance(chatbot, type(gr.skip())) and "failed" in status and timer.active is False
+
+
 def test_withdrawn_feedback_is_gone_on_each_back_end(store):
     from agent.store import NotFoundError
 

@@ -159,7 +159,7 @@ class MomentsApp:
     def _remember(state: dict, message_index: int, result: TurnResult) -> None:
         if result.turn_id is not None:
             state["turn_ids"][str(message_index)] = result.turn_id
-            state["turn"] = result.turn_id
+            state["turn"] = state["last_turn"] = result.turn_id
 
     # --------------------------------------------------------------------------------------- feedback
     def _turn_of(self, state: dict, index: Any) -> int | None:
@@ -260,6 +260,46 @@ class MomentsApp:
                 "<a href='/logout'>sign out</a></div>")
         return line, gr.update(visible=caller.can("reviewer"))
 
+    # --------------------------------------------------------------------------------------- exact explanation
+    def arm_exact(self, state: dict) -> tuple[dict, Any]:
+        """After a turn (or a reload): when the last reply went out with an estimate and its exact explanation is
+        being computed in the background, remember it and start polling for it; stop polling otherwise."""
+        state = state or new_state()
+        turn = state.get("last_turn")
+        job = self.runner.exact_state(turn) if turn is not None else None
+        pending = job is not None and job["status"] in ("queued", "running")
+        state["pending_exact"] = turn if pending else None
+        return state, gr.Timer(active=pending)
+
+    def refresh_exact(self, state: dict, messages: list[dict]):
+        """Timer tick: once the pending exact explanation is stored, show it (and the reply's badge, which the
+        exact credits may change) in place of the estimate; the explanation panel only when it still shows that
+        reply. Yields (explanation, passages, chatbot, state, status, timer); nothing changes while it runs."""
+        state = state or new_state()
+        turn = state.get("pending_exact")
+        job = self.runner.exact_state(turn) if turn is not None else None
+        if job is None or job["status"] not in ("done", "failed"):
+            keep = job is not None
+            return gr.skip(), gr.skip(), gr.skip(), state, gr.skip(), (gr.skip() if keep else gr.Timer(active=False))
+        state["pending_exact"] = None
+        stop = gr.Timer(active=False)
+        if job["status"] == "failed":
+            return gr.skip(), gr.skip(), gr.skip(), state, \
+                _status("The exact explanation of the last reply failed; the estimate shown stays. A reviewer can "
+                        "queue it again from Review."), stop
+        result = self.store.get_result(turn) if self.store is not None else None
+        if result is None:
+            return gr.skip(), gr.skip(), gr.skip(), state, gr.skip(), stop
+        messages = list(messages or [])
+        for index, tid in (state.get("turn_ids") or {}).items():
+            if tid == turn and int(index) < len(messages):
+                messages[int(index)] = {"role": "assistant", "content": self.reply_message(result)}
+        if state.get("turn") == turn:
+            explanation, passages = self._explained(result)
+        else:  # the operator is looking at another reply: leave the panels alone
+            explanation, passages = gr.skip(), gr.skip()
+        return explanation, passages, messages, state, gr.skip(), stop
+
     def select(self, state: dict, data: gr.SelectData):
         """Clicking a bot message shows its explanation and passages (and points the feedback form at it)."""
         turn_id = self._turn_of(state or {}, data.index)
@@ -285,7 +325,8 @@ def build_app(settings: Settings, *, agent: Agent | None = None, store=None, ope
                                      auth=gate.enabled)
         wire(app, tab)
         demo.load(app.restore, outputs=[tab.chatbot, tab.passages, tab.explanation, tab.state, tab.status,
-                                         tab.handover, tab.cid], api_visibility="private")
+                                         tab.handover, tab.cid], api_visibility="private").then(
+            app.arm_exact, inputs=[tab.state], outputs=[tab.state, tab.exact_timer], api_visibility="private")
         demo.load(app.signed_in, outputs=[tab.who, tab.review_tab], api_visibility="private")
         for name in ("ask", "retrieve", "feedback", "conversations", "conversation", "handover"):
             gr.api(getattr(app.api, name), api_name=name)
@@ -307,7 +348,11 @@ def wire(app: MomentsApp, t: ChatTab) -> None:
     """Connect the chat tab's events to the app's handlers."""
     outputs = [t.msg, t.chatbot, t.passages, t.explanation, t.state, t.status, t.handover, t.cid]
     gr.on([t.send.click, t.msg.submit], app.chat, inputs=[t.msg, t.chatbot, t.state, t.explain], outputs=outputs,
-          api_name="chat", show_progress="minimal")
+          api_name="chat", show_progress="minimal").then(
+        app.arm_exact, inputs=[t.state], outputs=[t.state, t.exact_timer], api_visibility="private")
+    t.exact_timer.tick(app.refresh_exact, inputs=[t.state, t.chatbot],
+                       outputs=[t.explanation, t.passages, t.chatbot, t.state, t.status, t.exact_timer],
+                       api_visibility="private", show_progress="hidden")
     t.new.click(app.new_conversation, outputs=[t.chatbot, t.passages, t.explanation, t.state, t.status, t.handover,
                                                t.cid], api_visibility="private")
     t.chatbot.like(app.like, inputs=[t.state], outputs=[t.state, t.status], api_visibility="private")

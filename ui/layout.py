@@ -11,6 +11,9 @@ from ui import render
 from ui.review import REASON_ORDER, Review
 from ui.review_tab import build_review_tab
 
+#: Seconds between the chat tab's checks for a reply's exact explanation (only while one is being computed).
+EXACT_POLL_S = 2.0
+
 EXAMPLES = [
     "How long do I have to return an item?",
     "How much does express shipping cost?",
@@ -39,6 +42,8 @@ class ChatTab:
     #: the signed-in user line, and the review tab (shown to reviewers only)
     who: gr.HTML
     review_tab: gr.Tab
+    #: polls for the exact explanation of the last reply while it is computed in the background (off otherwise)
+    exact_timer: gr.Timer
 
 
 def _conversation_column(state: gr.State) -> dict:
@@ -87,6 +92,8 @@ def build_layout(store_error: str | None, review: Review, auth: bool = True) -> 
                 explanation = gr.HTML(label="Explanation", elem_id="mo-explanation", js_on_load=render.INSPECTOR_JS)
                 gr.Markdown("### Passages")
                 passages = gr.HTML(label="Passages", elem_id="mo-passages")
+    exact_timer = gr.Timer(EXACT_POLL_S, active=False)
     with gr.Tab("Review", visible=not auth) as review_tab:
         build_review_tab(review)
-    return ChatTab(explanation=explanation, passages=passages, who=who, review_tab=review_tab, **parts)
+    return ChatTab(explanation=explanation, passages=passages, who=who, review_tab=review_tab,
+                   exact_timer=exact_timer, **parts)

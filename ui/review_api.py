@@ -4,7 +4,8 @@
   page_size=25, order="recent") → :class:`ReviewPageOut`: one sorted page of the filtered conversations;
 * ``/review_rate`` (turn_id, rating, reasons=[], comment="", corrected="", reviewer="") → :class:`ReviewOut`: a
   reviewer's rating of one reply (marks it reviewed);
-* ``/review_export`` (kind, the same filters) → the path of the written file, on the server's machine;
+* ``/review_export`` (kind, the same filters) → the written file, as a ``gr.FileData``: ``gradio_client`` downloads
+  it and returns the local copy's path (a browser gets its URL);
 * ``/review_explain`` (turn_id) → one line: the exact explanation of a stored reply with only the instant estimate
   is queued (or already done).
 
@@ -13,6 +14,7 @@ components); these are the typed doors for scripts. Like :mod:`ui.api`, this mod
 ``from __future__ import annotations``: Gradio reads the real type hints.
 """
 
+from pathlib import Path
 from typing import TypedDict
 
 import gradio as gr
@@ -64,11 +66,12 @@ class ReviewApi:
 
     def review_export(self, kind: str, text: str = "", status: str = "any", channel: str = "any", rating: str = "any",
                       reviewed: str = "any", confidence_below: float | None = None, since: str = "", until: str = "",
-                      operator: str = "", request: gr.Request = None) -> str:
+                      operator: str = "", request: gr.Request = None) -> gr.FileData:
         """Export the filtered conversations: kind is "JSONL (everything)", "CSV (one row per turn)" or "Fine-tune
-        (corrected answers)"; returns the written file's path on the server's machine."""
-        return self.review.export(kind, text, status, channel, rating, reviewed, confidence_below, since, until,
+        (corrected answers)"; returns the written file (gradio_client downloads it and gives the local path)."""
+        path = self.review.export(kind, text, status, channel, rating, reviewed, confidence_below, since, until,
                                   operator, request=request)
+        return gr.FileData(path=path, orig_name=Path(path).name)
 
 
     def review_explain(self, turn_id: int, request: gr.Request = None) -> str:
