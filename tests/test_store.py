@@ -202,11 +202,18 @@ FILTER_CASES = [
     ({"confidence_below": 0.5}, {"refund"}),
     ({"cites_doc": "pets"}, {"pets", "refund"}),
     ({"score_below": 0.3}, {"weak"}),
+    # text: full-text search (revision 0006): words, stemmed, in order; no word characters: a literal substring
     ({"text": "REFUND"}, {"refund"}),
+    ({"text": "refunded"}, {"refund"}),
     ({"text": "dogs"}, {"pets"}),
-    ({"text": "50%"}, {"weak"}),  # % and _ are literal characters, not wildcards
-    ({"text": "0%"}, {"weak"}),
+    ({"text": "yes dogs"}, {"pets"}),
+    ({"text": "dogs yes"}, set()),
+    ({"text": "hand you over"}, {"escalated"}),
+    ({"text": "50%"}, {"weak"}),
+    ({"text": "0%"}, set()),  # "0" is not a word of "50%"
+    ({"text": "%"}, {"weak"}),  # % and _ are literal characters, not wildcards
     ({"text": "_"}, set()),
+    ({"text": 'say "hi'}, set()),  # a stray quote is text, not FTS syntax
     ({"operator": "alice", "rating": "up"}, {"pets"}),
     ({"operator": "alice", "rating": "down"}, set()),
 ]
@@ -217,6 +224,28 @@ def test_filters(store, sample):
         found = {c.id for c in store.list_conversations(**filters)}
         assert found == {sample[k] for k in expected}, filters
         assert store.count_conversations(ConversationFilter(**filters)) == len(expected), filters
+
+
+def test_text_search_follows_deleted_and_changed_turns(store):
+    """The full-text index (revision 0006) is kept in step with the turns: a purged conversation is not found any
+    more, not even through a reused row id, and a changed text is found by its new words only."""
+    import time
+
+    old = store.start_conversation(channel="cli")
+    exchange(store, old, "Do you allow pets?", "Yes, dogs [1].")
+    time.sleep(0.01)
+    assert store.purge(timedelta(microseconds=1)) == 1
+    new = store.start_conversation(channel="cli")
+    exchange(store, new, "Do you sell cats?", "No [1].")
+    assert store.list_conversations(text="pets") == []
+    assert [c.id for c in store.list_conversations(text="cats")] == [new]
+    with store.connect() as conn:
+        conn.execute(text("UPDATE turn SET text = 'Do you sell hamsters?' WHERE text = 'Do you sell cats?'"))
+        if conn.dialect.name == "sqlite":  # FTS5 compares its index with the turn table and raises when they differ
+            conn.execute(text("INSERT INTO turn_fts(turn_fts) VALUES ('integrity-check')"))
+        conn.commit()
+    assert store.list_conversations(text="cats") == []
+    assert [c.id for c in store.list_conversations(text="hamster")] == [new]
 
 
 def test_date_range_filter(store, sample):

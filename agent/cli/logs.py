@@ -93,7 +93,7 @@ def _filter_options(parser: argparse.ArgumentParser, *, suppress: bool = False) 
     group.add_argument("--score-below", type=float, default=default, metavar="X",
                        help="some answer's best retrieval score is below X (weak retrieval)")
     group.add_argument("-q", "--search", dest="text", default=default, metavar="TEXT",
-                       help="text in a question or an answer (case-insensitive)")
+                       help="words in a question or an answer (full-text: stemmed, in this order; case-insensitive)")
 
 
 FILTER_FIELDS = ("since", "until", "operator", "channel", "status", "rating", "reviewed", "confidence_below",

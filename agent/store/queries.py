@@ -41,6 +41,7 @@ from agent.store.models import (
     Turn,
     TurnPublic,
 )
+from agent.store.textsearch import text_clause
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def filter_clauses(f: ConversationFilter) -> list[ColumnElement[bool]]:
     if f.score_below is not None:
         clauses.append(_turn_exists(col(Turn.best_score) < f.score_below))
     if f.text:
-        clauses.append(_turn_exists(col(Turn.text).icontains(f.text, autoescape=True)))
+        clauses.append(_turn_exists(text_clause(f.text)))
     return clauses
 
 

@@ -6,13 +6,15 @@ from alembic import context
 from sqlalchemy import Connection
 
 from agent.store.models import StoreModel
+from agent.store.textsearch import is_search_object
 
 config = context.config
 target_metadata = StoreModel.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
+                      include_name=lambda name, type_, parents: not is_search_object(name, type_, parents))
     with context.begin_transaction():
         context.run_migrations()
 
