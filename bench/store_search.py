@@ -36,9 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.settings import DEFAULT_KB, PROJECT_ROOT  # noqa: E402
-from agent.store import Store, queries  # noqa: E402
-from agent.store.testing import TEST_POSTGRES_URL, postgres_unreachable_reason, temporary_postgres_schema  # noqa: E402
+from agent.settings import DEFAULT_KB, PROJECT_ROOT
+from agent.store import Store, queries
+from agent.store.testing import (
+    TEST_POSTGRES_URL,
+    postgres_unreachable_reason,
+    temporary_postgres_schema,
+)
 
 log = logging.getLogger("bench.store_search")
 
