@@ -16,7 +16,9 @@ vectors are cached on disk under ``~/.cache/moments/bench`` (per embedder and co
 * DSTC9 validation target turns (``bench/retrieval_dstc9.py`` builds the passages): a hit at k = a gold
   snippet among the top k; history = the user's earlier turns only and, as a second column, user and system
   turns typed as user / assistant turns (what the product passes).
-* data/kb (``data/eval/kb_questions.jsonl``) and data/eval/brightwave (evaluation only): article recall@1/@5
+* data/kb (``data/eval/kb_questions.jsonl``), data/eval/brightwave and the technical manual (systemd's unit-file
+  pages, one article per directive, written by :mod:`bench.manual_kb`; questions ``data/eval/systemd_manual``; both
+  evaluation only): article recall@1/@5
   of the answerable questions asked alone; "fact in top 4" / "fact in [1]": a passage holding every one of
   the question's ``facts`` (case-insensitive) among the 4 passages the product shows / first; abstention at the
   product's threshold (0.35 on the best hit's cosine): answerable questions handed over, unanswerable ones
@@ -48,6 +50,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agent.settings import DEFAULT_KB, PROJECT_ROOT, SHARED_DATA, Settings
+from bench.manual_kb import DEFAULT_OUT as MANUAL_KB
+from bench.manual_kb import ManualMissing, write_kb
 from bench.retrieval_dstc9 import dstc9_passages, dstc9_turns
 from retrieval.chunking import embedding_text
 from retrieval.embedder import (
@@ -234,6 +238,14 @@ def pair(row: dict) -> str:
     return f"{row['recall@1']:.3f} / {row['recall@5']:.3f}"
 
 
+MANUAL_TITLE = ("a technical manual: systemd's unit-file pages, one article per directive (`bench/manual_kb.py`; "
+                "questions `data/eval/systemd_manual`, evaluation only)")
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
 def markdown(report: dict) -> str:
     lines = ["# Retrieval: every method side by side", "",
              (f"Default embedder `{report['default']}`; hybrid weights from DSTC11 only (`bench/retrieval_tune.py`, "
@@ -251,7 +263,8 @@ def markdown(report: dict) -> str:
         lines += [f"| {name} | {pair(row['user turns'])} | {pair(row['user + assistant turns'])} |"
                   for name, row in rows_of(report, "dstc9")]
         lines.append("")
-    for key, title in (("kb", "data/kb (the default KB)"), ("brightwave", "data/eval/brightwave (unseen, evaluation only)")):
+    for key, title in (("kb", "data/kb (the default KB)"), ("brightwave", "data/eval/brightwave (unseen, evaluation only)"),
+                       ("manual", MANUAL_TITLE)):
         k = first.get(key)
         if not k:
             continue
@@ -265,7 +278,7 @@ def markdown(report: dict) -> str:
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |" + " --- |" * len(conv)]
         for name, r in rows_of(report, key):
             cells = [pair(r), f"{r['fact in top 4']:.3f}", f"{r['fact in [1]']:.3f}",
-                     f"{r['answerable handed over']:.3f}", f"{r['unanswerable handed over']:.3f}", f"{r['median ms']}"]
+                     f"{r['answerable handed over']:.3f}", _num(r['unanswerable handed over']), f"{r['median ms']}"]
             cells += [pair(r[c]) if c in r else "" for c in conv]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -294,6 +307,9 @@ def run_embedder(embedder: str, methods: dict[str, HistoryMethod], args, setting
     out["kb"] = run_kb("kb", DEFAULT_KB, eval_dir / "kb_questions.jsonl", embedder, settings, True, methods)
     bw = eval_dir / "brightwave"
     out["brightwave"] = run_kb("brightwave", bw / "kb", bw / "questions.jsonl", embedder, settings, False, methods)
+    if args.manual_kb is not None:
+        out["manual"] = run_kb("manual", args.manual_kb, eval_dir / "systemd_manual" / "questions.jsonl", embedder,
+                               settings, False, methods)
     if not args.no_dstc9 and (args.dstc9 / "knowledge.json").is_file():
         out["dstc9"] = run_dstc9(args.dstc9, model, embedder, methods)
     return out
@@ -304,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dstc9", type=Path, default=SHARED_DATA / "dstc9", help="DSTC9 folder")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     parser.add_argument("--no-dstc9", action="store_true", help="skip DSTC9")
+    parser.add_argument("--no-manual", action="store_true", help="skip the technical manual (needs `man` and systemd's "
+                        "manual pages: bench/manual_kb.py)")
     parser.add_argument("--embedders", default=f"{Settings.model_fields['embedder'].default},{PACKAGED_EMBEDDER}",
                         help="comma-separated embedders; the first (default: Settings' default embedder) gets every "
                         "method and is reported as the default")
@@ -314,6 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     settings = Settings()
+    args.manual_kb = None
+    if not args.no_manual:
+        try:
+            write_kb(MANUAL_KB)
+            args.manual_kb = MANUAL_KB
+        except ManualMissing as exc:
+            log.warning("technical manual skipped: %s", exc)
     embedders = [e.strip() for e in args.embedders.split(",") if e.strip()]
     report: dict = {"default": embedders[0], "methods": {k: asdict(v) for k, v in METHODS.items()}, "embedders": {}}
     for n, embedder in enumerate(embedders):
