@@ -242,3 +242,50 @@ def test_script_in_message_is_not_executed(app, browser):
     assert browser.execute_script("return window.__moments_xss === undefined")
     chat = _css(browser, "#mo-chat").text
     assert "<script>" in chat or "onerror" in chat  # shown as text, not interpreted
+
+
+@pytest.fixture(scope="module")
+def instant_app(session_home, generator, kb_index, tmp_path_factory):
+    """The default explanation method: the instant estimate goes out with the reply, the exact one follows from the
+    background worker, held here until the test lets it run (so the estimate is seen first)."""
+    import threading
+
+    from agent.pipeline import Agent
+    from agent.store import Store
+    from ui.app import build_app
+    from ui.render import CSS
+
+    db = tmp_path_factory.mktemp("browser-instant-db") / "i.db"
+    settings = make_settings(session_home, max_new_tokens=24, top_k=3, database_url=f"sqlite:///{db}",
+                             explain_method="instant")
+    store = Store(settings.db_url)
+    demo = build_app(settings, agent=Agent(settings, generator=generator, index=kb_index), store=store)
+    gate = threading.Event()
+    worker = demo.moments.runner.background
+    held = worker._generator
+
+    def waiting():
+        gate.wait(300)
+        return held()
+
+    worker._generator = waiting
+    demo.queue(default_concurrency_limit=1)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", css=CSS, quiet=True)
+    yield url, gate
+    gate.set()
+    demo.close()
+
+
+def test_the_exact_explanation_replaces_the_estimate_on_screen(instant_app, browser):
+    url, gate = instant_app
+    _open(browser, url)
+    _send(browser, "Do gift cards expire?")
+    _explanation(browser, "mo-insp")
+    method = _css(browser, "#mo-explanation .mo-method")
+    assert method.get_attribute("data-estimator") == "learned" and "estimate" in method.text.lower()
+    _shot(browser, "chat-estimate")
+    gate.set()  # the background worker computes the exact explanation now; the tab polls and swaps it in
+    _wait(browser, lambda d: _css(d, "#mo-explanation .mo-method").get_attribute("data-estimator") == "exact", 300)
+    assert "Explained by shapley" in _css(browser, "#mo-explanation .mo-method").text
+    assert "mo-badge" in _css(browser, "#mo-chat").get_attribute("innerHTML")
+    _shot(browser, "chat-exact-arrived")
