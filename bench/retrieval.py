@@ -67,23 +67,25 @@ from retrieval.types import Turn, best_score
 
 log = logging.getLogger("bench.retrieval")
 
-#: The hybrid as it was before the assistant's turns counted (user turns only, decay 0.8).
-PREVIOUS = replace(DEFAULT_METHOD, assistant=0.0)
+#: The hybrid as it was before names counted (user turns only, decay 0.8, no name bonus).
+PREVIOUS = replace(DEFAULT_METHOD, assistant=0.0, mention=0.0)
 METHODS: dict[str, HistoryMethod] = {
     "dense (the default before the hybrid)": replace(PREVIOUS, lexical=0.0, lexical_context=0.0, exact=0.0),
     "BM25 alone": replace(DEFAULT_METHOD, kind="none", fusion="bm25"),
     "RRF dense + BM25 (k 10, BM25 weight 0.5)": replace(PREVIOUS, fusion="rrf", lexical=0.5),
     "hybrid without lexical context": replace(DEFAULT_METHOD, lexical_context=0.0),
     "hybrid without code terms": replace(DEFAULT_METHOD, exact=0.0),
-    "hybrid, user turns only": PREVIOUS,
-    "hybrid, assistant turns at 1.5, decay 0.6 (best on DSTC11)": replace(DEFAULT_METHOD, assistant=1.5, decay=0.6),
-    "dense, assistant turns at weight 1.25": replace(DEFAULT_METHOD, lexical=0.0, lexical_context=0.0, exact=0.0,
+    "hybrid without names (the default before names)": PREVIOUS,
+    "hybrid, assistant turns at 1.5, decay 0.6 (best on DSTC11)": replace(PREVIOUS, assistant=1.5, decay=0.6),
+    "dense, assistant turns at weight 1.25": replace(PREVIOUS, lexical=0.0, lexical_context=0.0, exact=0.0,
                                                     assistant=1.25),
-    "hybrid, assistant turns at weight 1.25 (opt-in)": replace(DEFAULT_METHOD, assistant=1.25),
+    "hybrid, assistant turns at weight 1.25 (opt-in)": replace(PREVIOUS, assistant=1.25),
+    "hybrid, names (no margin)": replace(DEFAULT_METHOD, mention_margin=10.0),
+    "hybrid, names and assistant turns at 1.25": replace(DEFAULT_METHOD, assistant=1.25),
     "**hybrid (default)**": DEFAULT_METHOD,
 }
 #: Methods run with the other embedders.
-OTHER_EMBEDDER_METHODS = ("dense (the default before the hybrid)", "hybrid, user turns only",
+OTHER_EMBEDDER_METHODS = ("dense (the default before the hybrid)", "hybrid without names (the default before names)",
                           "hybrid, assistant turns at weight 1.25 (opt-in)", "**hybrid (default)**")
 CACHE = Path("~/.cache/moments/bench").expanduser()
 

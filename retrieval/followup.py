@@ -31,6 +31,12 @@ and the earlier turns. ``lexical = 0`` and ``lexical_context = 0.3`` were tuned 
 document-level lexical context helped most; ``exact = 0.3`` is set by hand, as the tuning dialogues hold no codes: a code
 such as ``E-204`` names its passage, which an embedding cannot spell. All three at 0 give the dense ranking.
 
+Names (the default, :mod:`retrieval.mentions`): ``+ mention * named(d(p))`` for the passages scoring within
+``mention_margin`` of the best, ``named`` being the weight of the most recent turn (the question 1, earlier turns of
+either speaker ``decay ** (u + 1)``) that names the document by its distinctive name (the hotel the assistant just
+recommended; the article title a customer typed). Tuned on DSTC11 with the development help centres as guards
+(``bench/retrieval_tune_mention.py``).
+
 Hits are ordered by that score, but each hit's ``score`` is a cosine, like a plain search's: the passage
 against the question read in context, ``cos(p, normalise(q + score_weight * w_j * u_j))`` with ``u_j`` the
 turn that gave its document the bonus (just ``cos(q, p)`` when that is the question itself), so that
@@ -48,7 +54,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -56,6 +62,7 @@ import numpy as np
 from retrieval.embedder import normalise
 from retrieval.hybrid import fuse, lexical_context, top_k
 from retrieval.lexical import LexicalIndex, is_code, tokenize
+from retrieval.mentions import NameMatcher, mention_scores, mention_turns
 from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage, Turn
 
 log = logging.getLogger(__name__)
@@ -75,6 +82,7 @@ class VectorIndex(Protocol):
     def dense_scores(self, q: np.ndarray) -> np.ndarray: ...
     def group_centroids(self) -> tuple[np.ndarray, np.ndarray]: ...
     def lexical(self) -> LexicalIndex: ...
+    def name_matcher(self) -> NameMatcher: ...
 
 MethodKind = Literal["context", "vector_sum", "concat", "none"]
 FusionKind = Literal["linear", "rrf", "bm25"]
@@ -111,20 +119,29 @@ class HistoryMethod:
     #: question asked after the assistant answered another topic finds its article far less often (recall@1
     #: 0.786 -> 0.359, ``bench/results/retrieval.md``): off until a switch-safe form exists; selectable per method.
     assistant: float = 0.0
+    #: Weight of the name bonus (:mod:`retrieval.mentions`): an entity document (FAQ rows titled "<name>: ...")
+    #: named by the question or a recent turn of either speaker gets ``mention`` times that turn's weight on its
+    #: passages scoring within ``mention_margin`` of the best passage without it (0: off). Tuned on DSTC11 with the
+    #: development help centres as guards (``bench/retrieval_tune_mention.py``, ``bench/results/
+    #: retrieval_tune_mention.md``): follow-up recall@1 0.384 -> 0.869, topic switches naming their entity unchanged
+    #: (0.915), the development help centres unchanged; the best margin was none (10: larger than any score gap).
+    mention: float = 1.5
+    mention_margin: float = 10.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("context", "vector_sum", "concat", "none"):
             raise ValueError(f"Unknown history method {self.kind!r}; use context, vector_sum, concat or none.")
         if self.fusion not in ("linear", "rrf", "bm25"):
             raise ValueError(f"Unknown fusion {self.fusion!r}; use linear, rrf or bm25.")
-        weights = (self.weight, self.score_weight, self.lexical, self.lexical_context, self.exact, self.assistant)
+        weights = (self.weight, self.score_weight, self.lexical, self.lexical_context, self.exact, self.assistant,
+                   self.mention, self.mention_margin)
         if self.turns < 0 or not 0.0 <= self.decay <= 1.0 or min(weights) < 0 or self.rrf_k <= 0:
             raise ValueError(f"Invalid {self}: need turns >= 0, 0 <= decay <= 1, weights >= 0 and rrf_k > 0.")
 
     @property
     def dense_only(self) -> bool:
         """True when no lexical evidence takes part (the dense ranking alone)."""
-        return self.fusion == "linear" and not (self.lexical or self.lexical_context or self.exact)
+        return self.fusion == "linear" and not (self.lexical or self.lexical_context or self.exact or self.mention)
 
 
 #: The method the product uses (best on DSTC9 and on the project KB's follow-ups, see the bench).
@@ -141,6 +158,10 @@ class ConversationQuery:
     #: One weight per entry of ``turns`` (``decay ** i``; an assistant turn's times ``method.assistant``).
     weights: tuple[float, ...] = ()
     method: HistoryMethod = field(default=DEFAULT_METHOD)
+    #: The earlier turns of either speaker that may name a document (``method.mention > 0``), most recent first,
+    #: with their weights (:func:`retrieval.mentions.mention_turns`).
+    mention_turns: tuple[str, ...] = ()
+    mention_weights: tuple[float, ...] = ()
 
     @property
     def text(self) -> str:
@@ -168,7 +189,9 @@ def build_query(
             recent.append(text)
             weights.append(method.decay**users)
             users += 1
-    return ConversationQuery(question.strip(), tuple(recent), tuple(weights), method)
+    named, named_w = (mention_turns(history, method.decay, method.turns)
+                      if method.mention > 0 and method.kind != "none" else ((), ()))
+    return ConversationQuery(question.strip(), tuple(recent), tuple(weights), method, named, named_w)
 
 
 def search_with_history(
@@ -200,11 +223,20 @@ def ranking_scores(
     turns: Sequence[str],
     weights: Sequence[float],
     method: HistoryMethod,
+    named_turns: Sequence[str] = (),
+    named_weights: Sequence[float] = (),
 ) -> np.ndarray:
     """The hybrid ranking score of every passage → ``(n_passages,)``: the dense ranking scores ``dense`` fused
-    with the BM25 evidence of ``question`` and of the earlier ``turns`` (see :mod:`retrieval.hybrid`)."""
+    with the BM25 evidence of ``question`` and of the earlier ``turns`` (see :mod:`retrieval.hybrid`), plus the name
+    bonus of the documents that ``question`` and ``named_turns`` name (:mod:`retrieval.mentions`)."""
     if method.dense_only:
         return dense
+    if method.mention and method.fusion == "linear":
+        _, group_of = index.group_centroids()
+        named = mention_scores(index.name_matcher(), question, named_turns, named_weights)
+        base = ranking_scores(index, dense, question, turns, weights, replace(method, mention=0.0))
+        close = base >= base.max() - method.mention_margin if len(base) else base.astype(bool)
+        return base + method.mention * named[group_of] * close
     lex = index.lexical()
     terms = tokenize(question)
     bm25 = lex.scores_terms(terms) if method.lexical or method.fusion != "linear" else np.zeros_like(dense)
@@ -250,7 +282,8 @@ def _context_search(
 ) -> list[Hit]:
     method = query.method
     scores, contexts, chosen = context_scores(index, q, turns, weights, method)
-    scores = ranking_scores(index, scores, query.question, query.turns, query.weights, method)
+    scores = ranking_scores(index, scores, query.question, query.turns, query.weights, method, query.mention_turns,
+                            query.mention_weights)
     top = top_k(scores, k)
     vectors = index.vectors()
     hits = []

@@ -62,6 +62,7 @@ from retrieval.followup import (
 from retrieval.hybrid import top_k
 from retrieval.integrity import check_hits, check_queries, check_vectors
 from retrieval.lexical import LEXICAL_VERSION, LexicalIndex
+from retrieval.mentions import NameMatcher, distinctive_names, group_names
 from retrieval.persist import (
     INDEX_FILE,
     build_lock,
@@ -94,7 +95,7 @@ def method_signature(method: HistoryMethod | None = None) -> str:
     every index version."""
     method = method or DEFAULT_METHOD
     return (f"{LEXICAL_VERSION};{method.fusion};lex={method.lexical};ctx={method.lexical_context};"
-            f"exact={method.exact};rrf={method.rrf_k}")
+            f"exact={method.exact};rrf={method.rrf_k}" + (f";mention={method.mention}/{method.mention_margin}" if method.mention else ""))
 
 
 def kb_version(kb_path: Path, embedder_name: str, chunk_tokens: int) -> str:
@@ -143,6 +144,7 @@ class KnowledgeIndex:
         self.rebuilt = rebuilt
         self._vectors: np.ndarray | None = None
         self._groups: tuple[np.ndarray, np.ndarray] | None = None
+        self._names: NameMatcher | None = None  # the documents' distinctive names, found on first use
         self._lexical = lexical  # the BM25 index, built on first use when not loaded
         self._query_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._checked = False  # the vectors are checked once, before the first search (retrieval.integrity)
@@ -327,6 +329,14 @@ class KnowledgeIndex:
             np.add.at(sums, group_of, vectors)
             self._groups = (normalise(sums), group_of)
         return self._groups
+
+    def name_matcher(self) -> NameMatcher:
+        """The documents' distinctive names (:mod:`retrieval.mentions`), found once on first use."""
+        if self._names is None:
+            _, group_of = self.group_centroids()
+            names = group_names(self.passages, group_of, int(group_of.max()) + 1 if len(group_of) else 0)
+            self._names = NameMatcher(distinctive_names(self.passages, group_of, names, self.lexical()))
+        return self._names
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index of the passages (loaded with the index, else built once on first use)."""

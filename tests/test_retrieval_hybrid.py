@@ -31,7 +31,7 @@ ORDERS = {
     "NW-27182818": "was refunded in full",
     "NW-16180339": "ships on Friday from Chicago",
 }
-DENSE = replace(DEFAULT_METHOD, lexical=0.0, lexical_context=0.0, exact=0.0)
+DENSE = replace(DEFAULT_METHOD, lexical=0.0, lexical_context=0.0, exact=0.0, mention=0.0)
 
 
 @pytest.fixture(scope="module")
