@@ -26,19 +26,21 @@ HOTELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def hotels() -> KnowledgeIndex:
+def hotel_passages(faq_titles: bool = False) -> list[Passage]:
+    """Three passages (about, parking, pets) per hotel; titled by the hotel's name, or as an entity catalogue's FAQ
+    rows ("<hotel>: <question>", as DSTC's are) with ``faq_titles``."""
     passages = []
     for key, (name, parking) in HOTELS.items():
-        source = f"hotel:{key}"
-        passages += [
-            Passage(id=f"{key}#0", doc_id=f"{key}-about", title=name, source=source,
-                    text=f"{name} is a guesthouse with {len(key)} rooms, breakfast included."),
-            Passage(id=f"{key}#1", doc_id=f"{key}-parking", title=name, text=parking, source=source),
-            Passage(id=f"{key}#2", doc_id=f"{key}-pets", title=name, text="Pets are welcome for a small fee.",
-                    source=source),
-        ]
-    return KnowledgeIndex.from_passages(passages, load_embedder())
+        rows = [("about", "What is it like?", f"{name} is a guesthouse with {len(key)} rooms, breakfast included."),
+                ("parking", "Is there parking?", parking), ("pets", "Are pets allowed?", "Pets are welcome for a small fee.")]
+        passages += [Passage(id=f"{key}#{n}", doc_id=f"{key}-{what}", title=f"{name}: {q}" if faq_titles else name,
+                             text=text, source=f"hotel:{key}") for n, (what, q, text) in enumerate(rows)]
+    return passages
+
+
+@pytest.fixture(scope="module")
+def hotels() -> KnowledgeIndex:
+    return KnowledgeIndex.from_passages(hotel_passages(), load_embedder())
 
 
 def test_assistant_turns_are_weighted_by_recency_and_ignored_at_weight_zero():

@@ -15,7 +15,7 @@ from retrieval.followup import DEFAULT_METHOD
 from retrieval.index import KnowledgeIndex
 from retrieval.mentions import NameMatcher, group_names, mention_scores, mention_turns
 from retrieval.types import Passage, Turn
-from tests.test_retrieval_assistant import HOTELS
+from tests.test_retrieval_assistant import hotel_passages
 
 NAMED = DEFAULT_METHOD  # the name bonus is on by default (tuned on DSTC11)
 UNNAMED = replace(DEFAULT_METHOD, mention=0.0)
@@ -24,18 +24,7 @@ UNNAMED = replace(DEFAULT_METHOD, mention=0.0)
 @pytest.fixture(scope="module")
 def hotels() -> KnowledgeIndex:
     """Three hotels as an entity catalogue: FAQ rows titled "<hotel>: <question>" (as DSTC's are), real embedder."""
-    passages = []
-    for key, (name, parking) in HOTELS.items():
-        source = f"hotel:{key}"
-        passages += [
-            Passage(id=f"{key}#0", doc_id=f"{key}-about", title=f"{name}: What is it like?", source=source,
-                    text=f"A guesthouse with {len(key)} rooms, breakfast included."),
-            Passage(id=f"{key}#1", doc_id=f"{key}-parking", title=f"{name}: Is there parking?", text=parking,
-                    source=source),
-            Passage(id=f"{key}#2", doc_id=f"{key}-pets", title=f"{name}: Are pets allowed?",
-                    text="Pets are welcome for a small fee.", source=source),
-        ]
-    return KnowledgeIndex.from_passages(passages, load_embedder())
+    return KnowledgeIndex.from_passages(hotel_passages(faq_titles=True), load_embedder())
 
 
 def _p(i: int, title: str, text: str, source: str) -> Passage:
