@@ -33,9 +33,11 @@ such as ``E-204`` names its passage, which an embedding cannot spell. All three 
 
 Names (the default, :mod:`retrieval.mentions`): ``+ mention * named(d(p))`` for the passages scoring within
 ``mention_margin`` of the best, ``named`` being the weight of the most recent turn (the question 1, earlier turns of
-either speaker ``decay ** (u + 1)``) that names the document by its distinctive name (the hotel the assistant just
-recommended; the article title a customer typed). Tuned on DSTC11 with the development help centres as guards
-(``bench/retrieval_tune_mention.py``).
+either speaker ``decay ** (u + 1)``) that names an entity document (FAQ rows titled ``"<name>: ..."``) by its
+distinctive name (the hotel the assistant just recommended). Help-centre article titles are not names. Tuned on
+DSTC11 with the development help centres as guards (``bench/retrieval_tune_mention.py``). Above the HNSW threshold
+the passages outside the candidates carry a bound, not their cosine, so a named entity's passages that were not
+candidates are ordered by that bound.
 
 Hits are ordered by that score, but each hit's ``score`` is a cosine, like a plain search's: the passage
 against the question read in context, ``cos(p, normalise(q + score_weight * w_j * u_j))`` with ``u_j`` the
