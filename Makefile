@@ -17,7 +17,7 @@ run: install
 test: install-test
 	$(PYTHON) -m pytest -q tests
 
-# the fast lane: everything but the real-model and browser tests (under two minutes)
+# the fast lane: everything but the real-model and browser tests (about two minutes)
 test-fast: install-test
 	$(PYTHON) -m pytest -q -m "not slow and not browser" tests
 
