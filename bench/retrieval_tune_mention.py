@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agent.settings import PROJECT_ROOT, SHARED_DATA, Settings
+from bench.retrieval import with_replies
 from bench.retrieval_tune import dstc11_faqs
 from bench.retrieval_tune_assistant import topic_switches, typed
 from retrieval.embedder import load_embedder
@@ -65,18 +66,17 @@ def recall(index: KnowledgeIndex, turns, method: HistoryMethod) -> tuple[float, 
 
 
 def dev_switches(index: KnowledgeIndex, questions: list[dict]) -> list:
-    """Each answerable question after another article's question and its simulated reply (as ``(speaker, text)``
-    history, gold = its article)."""
+    """Each answerable question after another article's question and its simulated reply
+    (:func:`bench.retrieval.with_replies`), as ``(speaker, text)`` history; gold = its article."""
     answerable = [q for q in questions if q["answerable"]]
     out = []
     for i, q in enumerate(answerable):
         j = (i + 7) % len(answerable)
         while answerable[j]["article"] == q["article"]:
             j = (j + 1) % len(answerable)
-        other = answerable[j]["question"]
-        first = index.search_conversation(other, [], 1, DEFAULT_METHOD)
-        reply = first[0].passage.text[:300] if first else ""
-        out.append((q["question"], [("U", other), ("S", reply)], {q["article"]}))
+        history = with_replies(index, [answerable[j]["question"]], DEFAULT_METHOD)
+        out.append((q["question"], [("S" if t.speaker == "assistant" else "U", t.text) for t in history],
+                    {q["article"]}))
     return out
 
 

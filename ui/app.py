@@ -274,7 +274,7 @@ class MomentsApp:
     def refresh_exact(self, state: dict, messages: list[dict]):
         """Timer tick: once the pending exact explanation is stored, show it (and the reply's badge, which the
         exact credits may change) in place of the estimate; the explanation panel only when it still shows that
-        reply. Yields (explanation, passages, chatbot, state, status, timer); nothing changes while it runs."""
+        reply. Returns (explanation, passages, chatbot, state, status, timer); nothing changes while it runs."""
         state = state or new_state()
         turn = state.get("pending_exact")
         job = self.runner.exact_state(turn) if turn is not None else None

@@ -55,13 +55,15 @@ def _postgresql(element: TurnTextMatch, compiler, **kw) -> str:
     return f"to_tsvector('english', {text}) @@ phraseto_tsquery('english', {query})"
 
 
+def _substring(query: str) -> ColumnElement[bool]:
+    return col(Turn.text).icontains(query, autoescape=True)
+
+
 @compiles(TurnTextMatch)
 def _other(element: TurnTextMatch, compiler, **kw) -> str:
-    return compiler.process(col(Turn.text).icontains(element.query, autoescape=True), **kw)
+    return compiler.process(_substring(element.query), **kw)
 
 
 def text_clause(query: str) -> ColumnElement[bool]:
     """The WHERE clause on :class:`~agent.store.models.Turn` for a text filter."""
-    if re.search(r"\w", query):
-        return TurnTextMatch(query)
-    return col(Turn.text).icontains(query, autoescape=True)
+    return TurnTextMatch(query) if re.search(r"\w", query) else _substring(query)
