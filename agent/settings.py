@@ -163,6 +163,14 @@ class Settings(BaseSettings):
         "blocks stay fp32) or 'hf' (the transformers model step by step, the reference). See "
         "bench/results/speed.md.",
     )
+    prefill_precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto",
+        description="The fast decoder's passes over many tokens at once (the prompt's prefill; the instant "
+        "explanation's pass over a quoted reply): 'bf16' (bfloat16 weights and activations, AMX on CPUs that have "
+        "it: ~2x faster first token), 'fp32', or 'auto' (bf16 where the CPU has AMX-BF16, else fp32). Decode steps "
+        "and the exact explanation stay float32; bench/results/speed.md gives the speed and the agreement of the "
+        "replies with the float32 re-scoring.",
+    )
     explain_method: Literal["instant", "shapley"] = Field(
         default="instant",
         description="Explanations of stored turns: 'instant' — the learned attention estimate "
@@ -184,6 +192,12 @@ class Settings(BaseSettings):
         "worker died) and retried by a live worker.")
     worker_maintenance_s: int = Field(default=30, ge=1, le=3600,
                                       description="Queue: how often a worker looks for abandoned jobs.")
+    malloc_arenas: int = Field(
+        default=2, ge=0, le=64,
+        description="glibc malloc arenas for `moments serve` and `moments worker` (0: glibc's default, up to 8 per "
+        "core). 2 by default: with the default, the app's memory rose in steps over a 20-minute soak; with 2 it did "
+        "not (bench/results/soak*.md). MALLOC_ARENA_MAX in the environment takes precedence.",
+    )
     threads: int = Field(
         default=1, ge=0,
         description="torch intra-op threads (0: torch's default). 1 by default: decode is memory-bound, and on a "

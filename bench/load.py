@@ -61,9 +61,9 @@ def _pct(values: list[float], q: float) -> float | None:
 class Server:
     """``moments serve`` in a subprocess with its own data home; its memory sampled every second."""
 
-    def __init__(self, home: Path, queue_max: int, max_new_tokens: int) -> None:
+    def __init__(self, home: Path, queue_max: int, max_new_tokens: int, env: dict[str, str] | None = None) -> None:
         self.home, self.port = home, _free_port()
-        env = {**os.environ, "MOMENTS_HOME": str(home), "MOMENTS_AUTH": "none", "MOMENTS_QUEUE_MAX": str(queue_max),
+        env = {**os.environ, **(env or {}), "MOMENTS_HOME": str(home), "MOMENTS_AUTH": "none", "MOMENTS_QUEUE_MAX": str(queue_max),
                "MOMENTS_MAX_NEW_TOKENS": str(max_new_tokens), "GRADIO_ANALYTICS_ENABLED": "False",
                "MOMENTS_MODELS_PATH": os.environ.get("MOMENTS_MODELS_PATH",
                                                      str(Path("~/.cache/moments/models").expanduser()))}

@@ -2,7 +2,8 @@
 (issue 14, load).
 
 Run: ``nice -n 10 python -m bench.soak [--clients 4] [--minutes 10] [--interval-s 60] [--drain-s 300]``. Writes
-``bench/results/soak.{json,md,png}``.
+``bench/results/soak.{json,md,png}`` (``--name``: another stem). ``--malloc-arenas N`` sets the server's
+``MOMENTS_MALLOC_ARENAS`` (default: the setting's own default, 2; 0: glibc's default, for the control run).
 
 The app runs as ``moments serve`` in a subprocess (:class:`bench.load.Server`: loopback only, ``MOMENTS_AUTH=none``,
 its own data home with a fresh SQLite store, the shared converted models, the default answer mode and explanation
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -172,16 +174,20 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--drain-s", type=float, default=300.0)
     ap.add_argument("--keep-home", action="store_true")
-    ap.add_argument("--report-only", action="store_true", help="rewrite soak.md and soak.png from soak.json")
+    ap.add_argument("--malloc-arenas", type=int, default=None,
+                    help="MOMENTS_MALLOC_ARENAS for the server (default: the setting's default, 2; 0: glibc's own)")
+    ap.add_argument("--name", default="soak", help="results file stem under bench/results/")
+    ap.add_argument("--report-only", action="store_true", help="rewrite NAME.md and NAME.png from NAME.json")
     args = ap.parse_args()
     if args.report_only:
-        out = json.loads((RESULTS / "soak.json").read_text())
+        out = json.loads((RESULTS / f"{args.name}.json").read_text())
         out["memory"] = memory_verdict(out["samples"], out["settings"]["minutes"] * 60)
-        write(out)
+        write(out, args.name)
         return
     home = Path(tempfile.mkdtemp(prefix="moments-soak-"))
-    server = Server(home, args.queue_max, args.max_new_tokens)
-    out: dict = {"settings": vars(args)}
+    extra = {} if args.malloc_arenas is None else {"MOMENTS_MALLOC_ARENAS": str(args.malloc_arenas)}
+    server = Server(home, args.queue_max, args.max_new_tokens, env=extra)
+    out: dict = {"settings": {**vars(args), "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX")}}
     try:
         out["startup_s"] = round(server.wait_ready(), 1)
         load: dict = {"turns": []}
@@ -203,16 +209,16 @@ def main() -> None:
     out["server_log_errors"] = server_log_problems(home / "server.log")[:20]
     out["samples"] = sampler.samples
     print(json.dumps({k: v for k, v in out.items() if k != "samples"}), flush=True)
-    write(out)
+    write(out, args.name)
     if not args.keep_home:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def write(out: dict) -> None:
+def write(out: dict, name: str = "soak") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "soak.json").write_text(json.dumps(out, indent=1))
-    plot(out, RESULTS / "soak.png")
-    (RESULTS / "soak.md").write_text(report(out))
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1))
+    plot(out, RESULTS / f"{name}.png")
+    (RESULTS / f"{name}.md").write_text(report(out))
 
 
 def plot(out: dict, path: Path) -> None:
@@ -242,6 +248,14 @@ def plot(out: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _arenas(s: dict) -> str:
+    n = s.get("malloc_arenas")
+    if s.get("MALLOC_ARENA_MAX"):
+        return f"MALLOC_ARENA_MAX={s['MALLOC_ARENA_MAX']} in the environment"
+    return "the default MOMENTS_MALLOC_ARENAS=2" if n is None else f"MOMENTS_MALLOC_ARENAS={n}" + (
+        " (glibc's own limit)" if n == 0 else "")
+
+
 def report(out: dict) -> str:
     s, ld, mem, st = out["settings"], out["load"], out["memory"], out["store"]
     exact = out.get("exact_after_drain", {})
@@ -249,7 +263,7 @@ def report(out: dict) -> str:
         "# Soak: a steady load on `moments serve` (`python -m bench.soak`)", "",
         (f"`moments serve` (MOMENTS_AUTH=none, MOMENTS_QUEUE_MAX={s['queue_max']}, MOMENTS_MAX_NEW_TOKENS="
          f"{s['max_new_tokens']}, default answer mode and explanations: instant estimate, exact one in the "
-         f"background), started in {out.get('startup_s')} s. {s['clients']} gradio_client callers, each one explained "
+         f"background; malloc arenas: {_arenas(s)}), started in {out.get('startup_s')} s. {s['clients']} gradio_client callers, each one explained "
          f"turn through `/ask_stream` every {s['interval_s']:.0f} s (conversations of {TURNS_PER_CONVERSATION} turns) "
          f"for {s['minutes']:.0f} min; then up to {s['drain_s']:.0f} s for the background worker to finish. Times in "
          "seconds from submitting a turn, on the shared 2-core machine (run niced)."), "",

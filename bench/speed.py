@@ -1,14 +1,16 @@
 """Speed side by side (issue 15): the default configuration vs transformers fp32 vs llama.cpp, from the first token
 to the exact explanation, and the faithfulness check of the fast decoder.
 
-Run: ``python bench/speed.py [--rounds 5] [--turns 40] [--exact-turns 8]``. Writes ``bench/results/speed.{json,md,png}``.
+Run: ``python bench/speed.py [--rounds 5] [--turns 40] [--exact-turns 8] [--configs fast,fast-fp32,hf,llama.cpp]``.
+Writes ``bench/results/speed.{json,md,png}``.
 
 Speed: each configuration runs in its own subprocess (``bench/speed_probe.py``, 1 torch / llama.cpp thread),
 configurations alternating within every round (and the order reversed every other round) so the shared machine's
 noise hits all alike; the table gives medians and [min, max] over rounds, and each probe records the load average.
 
 * ``fast`` — the default: :class:`agent.generation.fastdecode.FastDecoder` (exact packed 4/8-bit weights + the
-  unmerged LoRA in the decode steps, fp32 prefill);
+  unmerged LoRA in the decode steps; the prefill in bfloat16 where the CPU has AMX-BF16, ``prefill_precision=auto``);
+* ``fast-fp32`` — the same with the fp32 prefill (``MOMENTS_PREFILL_PRECISION=fp32``: the default before 2026-12-03);
 * ``hf`` — the transformers fp32 model step by step (``MOMENTS_DECODER=hf``);
 * ``llama.cpp`` — the shipped ``SmolLM2-135M-Instruct.Q4_1.gguf`` in llama.cpp (the ``ik-llama-cpp-python`` wheel:
   a llama.cpp fork with prebuilt CPU wheels; ``pip install ik-llama-cpp-python``, bench only), the same prompt token
@@ -47,8 +49,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, also when run as ``python bench/speed.py``
 RESULTS = ROOT / "bench" / "results"
-LABELS = {"fast": "default (fast)", "hf": "HF fp32", "llama.cpp": "llama.cpp Q4_1", "hf-int8": "HF int8"}
-COLOURS = {"fast": "tab:green", "hf": "tab:gray", "llama.cpp": "tab:blue", "hf-int8": "tab:orange"}
+LABELS = {"fast": "default (fast)", "fast-fp32": "fp32-prefill fast (before)", "hf": "HF fp32",
+          "llama.cpp": "llama.cpp Q4_1", "hf-int8": "HF int8"}
+COLOURS = {"fast": "tab:green", "fast-fp32": "tab:olive", "hf": "tab:gray", "llama.cpp": "tab:blue",
+           "hf-int8": "tab:orange"}
 
 #: (key, label, digits); a configuration without the key shows "—"
 METRICS = [("load_s", "load (s)", 2),
@@ -139,7 +143,8 @@ def run_faithfulness(n_turns: int, with_int8: bool) -> dict:
     agent = Agent(Settings(threads=1, answer_mode="generate"))  # the decoder's tokens, not quotes
     int8 = load_generator(Settings(threads=1, decoder="hf", quantize=True)) if with_int8 else None
     g = agent.generator
-    out = {"turns": 0, "tokens": 0, "agree": 0, "identical_to_hf": 0, "int8_tokens": 0, "int8_agree": 0,
+    out = {"prefill": "bf16" if getattr(g.decoder, "batched", None) is not None else "fp32",
+           "turns": 0, "tokens": 0, "agree": 0, "identical_to_hf": 0, "int8_tokens": 0, "int8_agree": 0,
            "int8_identical": 0, "first_divergence_int8": [], "examples": []}
     for q in tqdm(questions[:n_turns], desc="faithfulness", unit="turn"):
         result = agent.ask(q["question"])
@@ -242,7 +247,8 @@ def markdown(runs: dict, summary: dict, faith: dict | None, exact: list[dict] | 
         lines += ["", "## Faithfulness (fp32 full-context re-scoring argmax == generated token)", ""]
         if faith.get("from_previous_run"):
             lines += [f"(Not re-run this time: the figures of {faith['from_previous_run']}.)", ""]
-        lines.append(f"- fast decoder: **{faith['agree']}/{faith['tokens']} tokens = {share:.2%}** over "
+        lines.append(f"- fast decoder ({faith.get('prefill', 'fp32')} prefill): **{faith['agree']}/{faith['tokens']} "
+                     f"tokens = {share:.2%}** over "
                      f"{faith['turns']} real turns; replies token-identical to the hf backend: "
                      f"{faith['identical_to_hf']}/{faith['turns']}")
         if faith["int8_tokens"]:
@@ -297,7 +303,7 @@ def plot(summary: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--configs", default="fast,hf,llama.cpp")
+    ap.add_argument("--configs", default="fast,fast-fp32,hf,llama.cpp")
     ap.add_argument("--turns", type=int, default=40, help="real turns for the faithfulness check (0: keep the last)")
     ap.add_argument("--exact-turns", type=int, default=8, help="real turns per answer mode for the exact latency")
     ap.add_argument("--no-int8-faithfulness", action="store_true")

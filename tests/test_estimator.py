@@ -72,7 +72,13 @@ def test_the_learned_estimate_tracks_the_exact_tables_on_fixed_turns(agent, gene
         assert est.estimator == "learned" and exact.estimator == "exact"
         with generator.lock:
             feats = head_features(generator, result.layout, result.token_ids)
-        assert np.allclose([t.logprob for t in est.tokens], [t.logprob for t in exact.tokens], atol=1e-3)
+        # the estimate's pass is bfloat16 where the prefill is (Settings.prefill_precision): its log-probs are then
+        # within bfloat16 rounding of the exact fp32 ones, else equal up to float rounding
+        gap = np.abs(np.array([t.logprob for t in est.tokens]) - np.array([t.logprob for t in exact.tokens]))
+        if generator.decoder.batched is not None:  # measured: at most 0.12 nats, mean under 0.01
+            assert gap.max() < 0.25 and gap.mean() < 0.05, gap
+        else:
+            assert gap.max() < 1e-3, gap
         learned.append(_lds(np.array([t.credit for t in est.tokens]), table))
         attention.append(_lds(feats.x.mean(axis=(1, 2)).astype(np.float64), table))
     assert np.mean(learned) >= 0.5, (learned, attention)
@@ -82,6 +88,7 @@ def test_the_learned_estimate_tracks_the_exact_tables_on_fixed_turns(agent, gene
 @pytest.mark.slow
 def test_the_fast_decoders_features_equal_the_transformers_models(generator):
     from agent.generation.decoding import fast_decoder
+    from agent.generation.fastdecode import _bf16_copies
     from retrieval.types import Passage
 
     assert fast_decoder(generator.model) is not None  # the default decoder: its path is the one compared
@@ -89,8 +96,19 @@ def test_the_fast_decoders_features_equal_the_transformers_models(generator):
         ["Returns are accepted within 30 days of delivery.", "Gift cards never expire.", "Shipping takes 3 days."])]
     layout = build_prompt(generator.tokenizer, "How long do returns take?", passages, version=generator.prompt_version)
     reply = generator.tokenizer.encode("Returns are accepted within 30 days [1].", add_special_tokens=False)
+    dec = fast_decoder(generator.model)
+    batched = dec.batched
     with generator.lock:
-        fast = head_features(generator, layout, reply)
         ref = _hf(generator.model, list(layout.input_ids), reply, layout.passage_spans, 5)
-    assert fast.x.shape == ref.x.shape == (len(reply), 30, 9, 3)
-    assert np.abs(fast.x - ref.x).max() < 1e-3 and np.abs(fast.logp - ref.logp).max() < 1e-3
+        try:
+            dec.batched, dec._prefix = None, None  # the fp32 path: equal up to float rounding
+            fp32 = head_features(generator, layout, reply)
+            dec.batched, dec._prefix = _bf16_copies(dec.layers, dec.head) if batched is None else batched, None
+            bf16 = head_features(generator, layout, reply)  # the bfloat16 projections: within their rounding
+        finally:
+            dec.batched, dec._prefix = batched, None
+    assert fp32.x.shape == bf16.x.shape == ref.x.shape == (len(reply), 30, 9, 3)
+    assert np.abs(fp32.x - ref.x).max() < 1e-3 and np.abs(fp32.logp - ref.logp).max() < 1e-3
+    assert np.abs(bf16.x - ref.x).max() < 0.05 and np.abs(bf16.logp - ref.logp).max() < 0.1
+    assert (bf16.top_ids[:, 0] == ref.top_ids[:, 0]).all()
+    assert 0.001 < np.abs(bf16.logp - ref.logp).max()  # the bfloat16 path really ran

@@ -154,6 +154,44 @@ def test_fast_decoder_equals_transformers_on_a_tiny_model(lib, kind):
     assert list(fp32_only.greedy(prompt, 24)) == ref
 
 
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_the_bf16_prefill_computes_the_same_network_within_bfloat16_rounding(kind):
+    """``batched_bf16``: passes over several tokens use bfloat16 copies of the projections (q|k|v and gate|up
+    stacked, Qwen2's biases included); a single token (a decode step) still uses fp32."""
+    from agent.generation.fastdecode import FastDecoder
+
+    model = tiny_llama(seed=2, kind=kind)
+    fp32, bf16 = FastDecoder(model, {}), FastDecoder(model, {}, batched_bf16=True)
+    assert fp32.batched is None and bf16.batched[(0, "qkv")][0].dtype == torch.bfloat16
+    assert (bf16.batched[(0, "qkv")][1] is not None) == (kind == "qwen2")
+    assert "passes over many tokens in bf16" in bf16.describe()
+    ids = torch.randint(0, 320, (40,))
+    caches = [[(torch.zeros(2, 40, 16), torch.zeros(2, 40, 16)) for _ in range(2)] for _ in range(2)]
+    with torch.inference_mode():
+        h32, h16 = fp32._forward(ids, 0, caches[0]), bf16._forward(ids, 0, caches[1])
+        l32, l16 = fp32._logits(h32), bf16._logits(h16)
+        ref = model(input_ids=ids[None]).logits[0, -1]
+        one = torch.randn(1, 64)  # one row (a decode step): the fp32 weights, whatever the setting
+        assert torch.equal(bf16._linear(0, "o", bf16.layers[0], one)[0], fp32._linear(0, "o", fp32.layers[0], one)[0])
+    assert (l32 - ref).abs().max().item() < 1e-3
+    gap = (l32 - l16).abs().max().item()
+    assert 1e-4 < gap < 0.1 * ref.abs().max().item()  # bfloat16 really ran, and stayed close
+    for (k32, _), (k16, _) in zip(caches[0], caches[1]):
+        assert torch.allclose(k32, k16, atol=0.05 * k32.abs().max().item())
+
+
+def test_the_prefill_precision_setting(monkeypatch):
+    from agent.generation import fastdecode
+    from agent.settings import SettingsError, load_settings
+
+    assert load_settings().prefill_precision == "auto"
+    assert isinstance(fastdecode.bf16_is_fast(), bool)
+    monkeypatch.setenv("MOMENTS_PREFILL_PRECISION", "fp16")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "MOMENTS_PREFILL_PRECISION='fp16' is not valid: it must be one of auto, bf16, fp32" in str(info.value)
+
+
 @pytest.mark.slow
 def test_default_generator_fast_and_hf_decode_the_same_reply(generator, agent):
     from agent.generation.decoding import stream_tokens

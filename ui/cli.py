@@ -15,9 +15,13 @@ from agent.cli.main import main as agent_main
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from agent.malloc import limit_arenas
+
+    settings = settings_from_args(args)
+    limit_arenas(settings.malloc_arenas)  # before Gradio's and torch's threads allocate
     from ui.app import serve
 
-    serve(settings_from_args(args), host=args.host, port=args.port, share=False)
+    serve(settings, host=args.host, port=args.port, share=False)
     return 0
 
 

@@ -22,7 +22,8 @@ Two paths compute the same numbers (up to float rounding):
 
 * the generator's :class:`~agent.generation.fastdecode.FastDecoder` (the default decoder): the prompt's key/value cache
   is taken from its last call (after a generated reply: all of the prompt; after a quoted one: the system prompt and
-  any earlier shared prefix), so only the rest of the prompt and the reply are computed, with explicit attention;
+  any earlier shared prefix), so only the rest of the prompt and the reply are computed, in one pass, the reply's
+  rows with explicit attention;
 * any transformers causal LM (``decoder = "hf"``): one forward over prompt + reply with ``output_attentions``.
 
 Greedy decoding reads the same attention at every step (teacher forcing the greedy tokens reproduces the decode
@@ -110,7 +111,8 @@ def _hf(model, prompt: list[int], reply: list[int], spans, top_n: int) -> HeadFe
 
 
 def _fast(dec, prompt: list[int], reply: list[int], spans, top_n: int) -> HeadFeatures:
-    """The FastDecoder path: cached prefix, the rest of the prompt prefilled, then the reply with explicit attention."""
+    """The FastDecoder path: the cached prefix, then one pass over the rest of the prompt and the reply (the prompt's
+    rows attend as in a prefill, the reply's rows with explicit attention weights)."""
     import torch
 
     from agent.generation.fastdecode import _rms
@@ -120,38 +122,37 @@ def _fast(dec, prompt: list[int], reply: list[int], spans, top_n: int) -> HeadFe
     caches = [(torch.empty(dec.n_kv, total, dec.head_dim), torch.empty(dec.n_kv, total, dec.head_dim))
               for _ in dec.layers]
     with torch.inference_mode():
-        reused = dec._reuse_prefix(prompt, caches)
-        if reused < n - 1:
-            dec._forward(torch.tensor(prompt[reused:n - 1]), reused, caches)
-        ids = torch.tensor([prompt[-1]] + reply[:-1])  # (T,): the inputs that predict reply[0..T-1]
-        pos = n - 1
-        freqs = torch.arange(pos, pos + n_t, dtype=torch.float)[:, None] * dec.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
+        pos = min(dec._reuse_prefix(prompt, caches), n - 1)  # the first position not taken from the cache
+        ids = torch.tensor(prompt[pos:] + reply[:-1])  # the prompt's uncached tokens, then the reply's inputs
+        first = ids.shape[0] - n_t  # rows from here on predict reply[0..T-1]
+        freqs = torch.arange(pos, pos + ids.shape[0], dtype=torch.float)[:, None] * dec.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)  # (rows, hd)
         rope = (emb.cos(), emb.sin())
-        x = dec.embed[ids]  # (T, hidden)
+        x = dec.embed[ids]  # (rows, hidden)
         target = dec.head.weight[torch.tensor(reply)] * dec.norm  # (T, hidden): the reply tokens' directions
         masses, dlas = [], []
         for i, layer in enumerate(dec.layers):
-            x, mass, dla = _layer(dec, i, layer, x, pos, rope, caches[i], spans, target)
+            x, mass, dla = _layer(dec, i, layer, x, pos, rope, caches[i], spans, target, first)
             masses.append(mass)  # (H, T, k)
             dlas.append(dla)  # (H, T, k)
         with dec._prefix_lock:
             dec._prefix = (prompt, caches)  # the prompt's positions are final: the next turn may reuse them
-        hidden = _rms(x, dec.norm, dec.eps)  # (T, hidden)
-        logits = torch.nn.functional.linear(hidden, dec.head.weight, dec.head.bias)  # (T, vocab)
+        hidden = _rms(x[first:], dec.norm, dec.eps)  # (T, hidden)
+        logits = dec.head_logits(hidden)  # (T, vocab)
         logp, top_logp, top_ids = _readout(logits, reply, top_n)
         feats = torch.stack(masses).permute(2, 0, 1, 3)  # (T, L, H, k)
         dla = torch.stack(dlas).permute(2, 0, 1, 3)  # (T, L, H, k)
     return HeadFeatures(feats.float().numpy(), dla.float().numpy(), logp, top_logp, top_ids,
-                        computed_tokens=total - 1 - reused)
+                        computed_tokens=total - 1 - pos)
 
 
-def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans, target):
-    """One layer for ``x`` (m, hidden) at positions ``pos..pos+m-1`` with explicit attention weights; the new ``x``,
-    the attention mass on each span ``(H, m, k)`` and each span's direct logit attribution ``(H, m, k)`` towards
-    ``target`` (m, hidden)."""
+def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans, target, first: int):
+    """One layer for ``x`` (m, hidden) at positions ``pos..pos+m-1``: rows before ``first`` (prompt tokens) attend
+    as in the decoder's prefill, the rest (the T reply rows) with explicit attention weights. The new ``x``, and for
+    the reply rows the attention mass on each span ``(H, T, k)`` and each span's direct logit attribution
+    ``(H, T, k)`` towards ``target`` (T, hidden)."""
     import torch
-    from torch.nn.functional import silu
+    from torch.nn.functional import scaled_dot_product_attention, silu
 
     from agent.generation.fastdecode import _rms, _rotate
 
@@ -163,17 +164,24 @@ def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans, target):
     keys, values = cache
     keys[:, pos:pos + m] = k
     values[:, pos:pos + m] = v.view(m, dec.n_kv, hd).transpose(0, 1)
+    parts = []
+    if first > 0:  # the prompt's rows: what the decoder's prefill computes
+        mask = torch.ones(first, pos + first, dtype=torch.bool).tril(diagonal=pos) if pos > 0 else None
+        parts.append(scaled_dot_product_attention(q[None, :, :first], keys[None, :, :pos + first],
+                                                  values[None, :, :pos + first], attn_mask=mask,
+                                                  is_causal=first > 1 and pos == 0, enable_gqa=True)[0])
     group = dec.n_heads // dec.n_kv
     kk = keys[:, :pos + m].repeat_interleave(group, dim=0)  # (H, pos + m, hd)
     vv = values[:, :pos + m].repeat_interleave(group, dim=0)
-    scores = (q @ kk.transpose(1, 2)) * hd ** -0.5  # (H, m, pos + m)
-    visible = torch.ones(m, pos + m, dtype=torch.bool).tril(diagonal=pos)  # query r sees keys <= pos + r
-    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)  # (H, m, pos + m)
-    att = probs @ vv  # (H, m, hd)
+    scores = (q[:, first:] @ kk.transpose(1, 2)) * hd ** -0.5  # (H, T, pos + m)
+    visible = torch.ones(m - first, pos + m, dtype=torch.bool).tril(diagonal=pos + first)  # row r sees <= its own
+    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)  # (H, T, pos + m)
+    parts.append(probs @ vv)  # (H, T, hd)
+    att = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (H, m, hd)
     w_o = layer.self_attn.o_proj.weight  # (hidden, H * hd)
-    back = (target @ w_o).view(m, dec.n_heads, hd).transpose(0, 1)  # (H, m, hd): target read through W_O per head
-    vdot = back @ vv.transpose(1, 2)  # (H, m, pos + m): each position's value, projected on the target
-    dla = _span_mass(probs * vdot, spans)  # (H, m, k)
+    back = (target @ w_o).view(m - first, dec.n_heads, hd).transpose(0, 1)  # (H, T, hd): target through W_O
+    vdot = back @ vv.transpose(1, 2)  # (H, T, pos + m): each position's value, projected on the target
+    dla = _span_mass(probs * vdot, spans)  # (H, T, k)
     (o,) = dec._linear(i, "o", layer, att.transpose(0, 1).reshape(m, dec.n_heads * hd))
     x = x + o
     h = _rms(x, layer.post_attention_layernorm.weight, dec.eps)

@@ -90,9 +90,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """``moments worker``: run exact-explanation jobs from the queue (:mod:`agent.background.rqueue`)."""
+    from agent.malloc import limit_arenas
+
+    settings = settings_from_args(args)
+    limit_arenas(settings.malloc_arenas)
     from agent.background.rqueue import run_worker
 
-    return run_worker(settings_from_args(args), burst=args.burst, name=args.name)
+    return run_worker(settings, burst=args.burst, name=args.name)
 
 
 def print_turn(events: Iterable[TurnEvent], settings: Settings, *, as_json: bool = False) -> TurnResult:
