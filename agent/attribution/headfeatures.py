@@ -152,9 +152,9 @@ def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans, target, first: i
     the reply rows the attention mass on each span ``(H, T, k)`` and each span's direct logit attribution
     ``(H, T, k)`` towards ``target`` (T, hidden)."""
     import torch
-    from torch.nn.functional import scaled_dot_product_attention, silu
+    from torch.nn.functional import silu
 
-    from agent.generation.fastdecode import _rms, _rotate
+    from agent.generation.fastdecode import _rms, _rotate, causal_attention
 
     m, hd = x.shape[0], dec.head_dim
     h = _rms(x, layer.input_layernorm.weight, dec.eps)
@@ -166,10 +166,7 @@ def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans, target, first: i
     values[:, pos:pos + m] = v.view(m, dec.n_kv, hd).transpose(0, 1)
     parts = []
     if first > 0:  # the prompt's rows: what the decoder's prefill computes
-        mask = torch.ones(first, pos + first, dtype=torch.bool).tril(diagonal=pos) if pos > 0 else None
-        parts.append(scaled_dot_product_attention(q[None, :, :first], keys[None, :, :pos + first],
-                                                  values[None, :, :pos + first], attn_mask=mask,
-                                                  is_causal=first > 1 and pos == 0, enable_gqa=True)[0])
+        parts.append(causal_attention(q[:, :first], keys, values, pos))
     group = dec.n_heads // dec.n_kv
     kk = keys[:, :pos + m].repeat_interleave(group, dim=0)  # (H, pos + m, hd)
     vv = values[:, :pos + m].repeat_interleave(group, dim=0)

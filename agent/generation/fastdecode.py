@@ -236,8 +236,7 @@ class FastDecoder:
         return [torch.nn.functional.linear(h, m.weight, m.bias) for m in mods]
 
     def _layer(self, i: int, layer, x, pos: int, rope, cache):
-        import torch
-        from torch.nn.functional import scaled_dot_product_attention, silu
+        from torch.nn.functional import silu
 
         n, hd = x.shape[0], self.head_dim
         h = _rms(x, layer.input_layernorm.weight, self.eps)
@@ -247,12 +246,8 @@ class FastDecoder:
         keys, values = cache
         keys[:, pos:pos + n] = k
         values[:, pos:pos + n] = v.view(n, self.n_kv, hd).transpose(0, 1)
-        mask = None
-        if n > 1 and pos > 0:  # new tokens after a cached prefix: each sees the prefix and the new ones before it
-            mask = torch.ones(n, pos + n, dtype=torch.bool).tril(diagonal=pos)
-        attn = scaled_dot_product_attention(q[None], keys[None, :, :pos + n], values[None, :, :pos + n],
-                                            attn_mask=mask, is_causal=n > 1 and pos == 0, enable_gqa=True)
-        (o,) = self._linear(i, "o", layer, attn[0].transpose(0, 1).reshape(n, self.n_heads * hd))
+        attn = causal_attention(q, keys, values, pos)  # (heads, n, hd)
+        (o,) = self._linear(i, "o", layer, attn.transpose(0, 1).reshape(n, self.n_heads * hd))
         x = x + o
         h = _rms(x, layer.post_attention_layernorm.weight, self.eps)
         gate, up = self._linear(i, "gate_up", layer, h)
@@ -275,6 +270,20 @@ class _StepTables:
         self.rot = torch.zeros(dec.head_dim, dec.head_dim)  # x @ rot == cat(-x[half:], x[:half])
         self.rot[torch.arange(half) + half, torch.arange(half)] = -1.0
         self.rot[torch.arange(half), torch.arange(half) + half] = 1.0
+
+
+def causal_attention(q, keys, values, pos: int):
+    """Attention of the queries ``q`` (heads, n, hd) at positions ``pos..pos+n-1`` over the cached keys/values
+    (kv_heads, >= pos + n, hd): each sees the prefix and the new positions up to its own; (heads, n, hd)."""
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention
+
+    n = q.shape[1]
+    mask = None
+    if n > 1 and pos > 0:  # new tokens after a cached prefix: each sees the prefix and the new ones before it
+        mask = torch.ones(n, pos + n, dtype=torch.bool).tril(diagonal=pos)
+    return scaled_dot_product_attention(q[None], keys[None, :, :pos + n], values[None, :, :pos + n],
+                                        attn_mask=mask, is_causal=n > 1 and pos == 0, enable_gqa=True)[0]
 
 
 def _bf16_copies(layers, head) -> dict:
