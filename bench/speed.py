@@ -9,8 +9,10 @@ configurations alternating within every round (and the order reversed every othe
 noise hits all alike; the table gives medians and [min, max] over rounds, and each probe records the load average.
 
 * ``fast`` — the default: :class:`agent.generation.fastdecode.FastDecoder` (exact packed 4/8-bit weights + the
-  unmerged LoRA in the decode steps; the prefill in bfloat16 where the CPU has AMX-BF16, ``prefill_precision=auto``);
-* ``fast-fp32`` — the same with the fp32 prefill (``MOMENTS_PREFILL_PRECISION=fp32``: the default before 2026-12-03);
+  unmerged LoRA in the decode steps; the prefill and the embedder in bfloat16 where the CPU has AMX-BF16, the
+  ``*_precision=auto`` settings);
+* ``fast-fp32`` — the same in float32 (``MOMENTS_PREFILL_PRECISION=fp32``, ``MOMENTS_EMBED_PRECISION=fp32``: the
+  default before 2026-12-03);
 * ``hf`` — the transformers fp32 model step by step (``MOMENTS_DECODER=hf``);
 * ``llama.cpp`` — the shipped ``SmolLM2-135M-Instruct.Q4_1.gguf`` in llama.cpp (the ``ik-llama-cpp-python`` wheel:
   a llama.cpp fork with prebuilt CPU wheels; ``pip install ik-llama-cpp-python``, bench only), the same prompt token

@@ -25,7 +25,8 @@ Q1 = "How long do I have to return an item?"
 Q2 = "Can I change the delivery address of my order?"
 #: the turn timed end to end (retrieval, focus, reply) and explained (estimate, then exact)
 TURN_QUESTION = "I'm a Gold member, how long do I have to return stuff?"
-TORCH = {"fast": {"decoder": "fast"}, "fast-fp32": {"decoder": "fast", "prefill_precision": "fp32"}, "hf": {"decoder": "hf"}, "hf-int8": {"decoder": "hf", "quantize": True}}
+TORCH = {"fast": {"decoder": "fast"}, "fast-fp32": {"decoder": "fast", "prefill_precision": "fp32", "embed_precision": "fp32"},
+         "hf": {"decoder": "hf"}, "hf-int8": {"decoder": "hf", "quantize": True}}
 
 
 def _clock() -> tuple[float, float]:

@@ -181,11 +181,11 @@ def test_the_bf16_prefill_computes_the_same_network_within_bfloat16_rounding(kin
 
 
 def test_the_prefill_precision_setting(monkeypatch):
-    from agent.generation import fastdecode
     from agent.settings import SettingsError, load_settings
+    from retrieval.cpu import bf16_is_fast, use_bf16
 
     assert load_settings().prefill_precision == "auto"
-    assert isinstance(fastdecode.bf16_is_fast(), bool)
+    assert use_bf16("bf16") and not use_bf16("fp32") and use_bf16("auto") == bf16_is_fast()
     monkeypatch.setenv("MOMENTS_PREFILL_PRECISION", "fp16")
     with pytest.raises(SettingsError) as info:
         load_settings()

@@ -268,6 +268,33 @@ def test_embedder_normalised_and_cached(model):
     assert embed(model, []).shape == (0, 384)
 
 
+def test_the_bf16_embedder_stays_within_1e4_of_fp32_and_the_agent_sets_it(model, tmp_path):
+    import numpy as np
+
+    from agent.pipeline import Agent
+    from agent.settings import Settings
+    from retrieval import embedder
+    from retrieval.cpu import use_bf16
+
+    texts = ["Do they allow pets?", "Is parking free?", "Refunds reach your card within 5 to 10 business days."]
+    previous = embedder._BF16
+    try:
+        embedder.set_precision("fp32")
+        fp32 = embed(model, texts)
+        embedder.set_precision("bf16")
+        bf16 = embed(model, texts)
+        assert bf16.dtype == np.float32 and abs(float((bf16**2).sum(axis=1).max()) - 1.0) < 1e-4
+        assert not np.array_equal(fp32, bf16)  # bfloat16 really ran
+        assert (fp32 * bf16).sum(axis=1).min() > 1 - 1e-4  # the same directions
+        for precision in ("fp32", "bf16", "auto"):  # an agent sets its setting before it embeds anything
+            agent = Agent(Settings(home=tmp_path, kb_path=tmp_path / "kb.md", embed_precision=precision),
+                          generator=object(), index=object())
+            assert agent.index is not None
+            assert embedder._BF16 == use_bf16(precision)
+    finally:
+        embedder._BF16 = previous
+
+
 def test_unknown_embedder_is_a_provisioning_error(tmp_path):
     with pytest.raises(ProvisioningError, match="MOMENTS_EMBEDDER"):
         load_embedder(str(tmp_path / "no-such-model"))

@@ -146,10 +146,10 @@ def _load(settings: Settings, model_dir: Path, adapter_dir: Path | None) -> Load
     decoder = None
     if packed is not None:
         from agent.generation.decoding import FAST_DECODER_ATTR
-        from agent.generation.fastdecode import FastDecoder, bf16_is_fast
+        from agent.generation.fastdecode import FastDecoder
+        from retrieval.cpu import use_bf16
 
-        bf16 = settings.prefill_precision == "bf16" or (settings.prefill_precision == "auto" and bf16_is_fast())
-        decoder = FastDecoder(model, packed, batched_bf16=bf16)
+        decoder = FastDecoder(model, packed, batched_bf16=use_bf16(settings.prefill_precision))
         setattr(model, FAST_DECODER_ATTR, decoder)  # stream_tokens(model, ...) finds it there
         log.info("fast decoder: %s", decoder.describe())
     seconds = time.perf_counter() - started
