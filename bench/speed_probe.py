@@ -25,8 +25,9 @@ Q1 = "How long do I have to return an item?"
 Q2 = "Can I change the delivery address of my order?"
 #: the turn timed end to end (retrieval, focus, reply) and explained (estimate, then exact)
 TURN_QUESTION = "I'm a Gold member, how long do I have to return stuff?"
-TORCH = {"fast": {"decoder": "fast"}, "fast-fp32": {"decoder": "fast", "prefill_precision": "fp32", "embed_precision": "fp32"},
-         "hf": {"decoder": "hf"}, "hf-int8": {"decoder": "hf", "quantize": True}}
+_FP32 = {"prefill_precision": "fp32", "embed_precision": "fp32"}  # float32 throughout (the bfloat16 settings off)
+TORCH = {"fast": {"decoder": "fast"}, "fast-fp32": {"decoder": "fast", **_FP32}, "hf": {"decoder": "hf", **_FP32},
+         "hf-int8": {"decoder": "hf", "quantize": True, **_FP32}}
 
 
 def _clock() -> tuple[float, float]:
