@@ -82,10 +82,11 @@ def _readout(logits, reply: list[int], top_n: int):
     """(logp (T,), top_logp (T, top_n), top_ids (T, top_n)) from logits (T, vocab)."""
     import torch
 
-    logp = torch.log_softmax(logits.float(), dim=-1)  # (T, vocab)
-    picked = logp.gather(1, torch.tensor(reply)[:, None])[:, 0]  # (T,)
-    top_logp, top_ids = logp.topk(top_n, dim=-1)  # (T, top_n) each
-    return picked.double().numpy(), top_logp.double().numpy(), top_ids.numpy()
+    logits = logits.float()
+    norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (T, 1): log-softmax without writing it out
+    picked = (logits.gather(1, torch.tensor(reply)[:, None]) - norm)[:, 0]  # (T,)
+    top, top_ids = logits.topk(top_n, dim=-1)  # (T, top_n) each
+    return picked.double().numpy(), (top - norm).double().numpy(), top_ids.numpy()
 
 
 def _span_mass(probs, spans) -> object:
