@@ -92,10 +92,9 @@ class Agent:
     @property
     def index(self):
         if not self._precision_set:  # the embedder's precision (process-wide), before anything is embedded
-            from retrieval.cpu import use_bf16
             from retrieval.embedder import set_precision
 
-            set_precision("bf16" if use_bf16(self.settings.embed_precision) else "fp32")
+            set_precision(self.settings.embed_precision)
             self._precision_set = True
         if self._index is None:
             from retrieval.index import KnowledgeIndex, index_dir_for

@@ -15,8 +15,8 @@ Contract
   set (unless already set) before sentence-transformers is imported, so nothing is fetched from a hub.
   Loaded models are cached per resolved directory for the life of the process.
 * ``embed(model, texts)`` returns a ``(len(texts), dim)`` float32 array of L2-normalised rows (computed under
-  bfloat16 autocast after ``set_precision("bf16")``, which the agent calls where ``Settings.embed_precision`` says
-  so: ~3x faster on CPUs with AMX-BF16, each vector within 1e-4 of the float32 one in cosine);
+  bfloat16 autocast after ``set_precision("bf16")`` or ``("auto")`` on an AMX CPU, which the agent and ``moments
+  index`` set from ``Settings.embed_precision``: ~3x faster on CPUs with AMX-BF16, each vector within 1e-4 of the float32 one in cosine);
   ``embed_passages(model, passages)`` embeds passages (title + text) in length-sorted batches.
 * ``token_counter(model)`` returns a function counting the model tokenizer's tokens in a string
   (special tokens excluded), for chunking.
@@ -98,14 +98,15 @@ def embedding_dim(model: SentenceTransformer) -> int:
     return int(getter())
 
 
-_BF16 = False  # set_precision: embed under bfloat16 autocast
+_PRECISION = "fp32"  # set_precision: "auto" | "bf16" | "fp32"
 
 
 def set_precision(precision: str) -> None:
-    """``"bf16"``: :func:`embed` runs the model under bfloat16 autocast from now on (process-wide, like torch's thread
-    count); ``"fp32"``: float32 (the default)."""
-    global _BF16
-    _BF16 = precision == "bf16"
+    """From now on :func:`embed` runs the model under bfloat16 autocast for ``"bf16"``, in float32 for ``"fp32"``,
+    and for ``"auto"`` in bfloat16 where the CPU has AMX-BF16 (:func:`retrieval.cpu.use_bf16`, resolved at the first
+    embedding, so setting it imports nothing). Process-wide, like torch's thread count; float32 until set."""
+    global _PRECISION
+    _PRECISION = precision
 
 
 def embed(
@@ -118,7 +119,9 @@ def embed(
 
     import torch
 
-    with torch.autocast("cpu", dtype=torch.bfloat16) if _BF16 else contextlib.nullcontext():
+    from retrieval.cpu import use_bf16
+
+    with torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(_PRECISION) else contextlib.nullcontext():
         vecs = model.encode(
             list(texts),
             batch_size=batch_size,

@@ -277,7 +277,7 @@ def test_the_bf16_embedder_stays_within_1e4_of_fp32_and_the_agent_sets_it(model,
     from retrieval.cpu import use_bf16
 
     texts = ["Do they allow pets?", "Is parking free?", "Refunds reach your card within 5 to 10 business days."]
-    previous = embedder._BF16
+    previous = embedder._PRECISION
     try:
         embedder.set_precision("fp32")
         fp32 = embed(model, texts)
@@ -290,9 +290,10 @@ def test_the_bf16_embedder_stays_within_1e4_of_fp32_and_the_agent_sets_it(model,
             agent = Agent(Settings(home=tmp_path, kb_path=tmp_path / "kb.md", embed_precision=precision),
                           generator=object(), index=object())
             assert agent.index is not None
-            assert embedder._BF16 == use_bf16(precision)
+            assert embedder._PRECISION == precision
+            assert np.array_equal(embed(model, texts), bf16 if use_bf16(precision) else fp32)
     finally:
-        embedder._BF16 = previous
+        embedder._PRECISION = previous
 
 
 def test_unknown_embedder_is_a_provisioning_error(tmp_path):

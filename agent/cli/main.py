@@ -137,9 +137,11 @@ def _print_result(result: TurnResult, settings: Settings) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from retrieval.embedder import set_precision
     from retrieval.index import KnowledgeIndex, index_dir_for
 
     settings = settings_from_args(args)
+    set_precision(settings.embed_precision)
     kb = Path(args.path).expanduser().resolve()
     started = time.perf_counter()
     target = index_dir_for(settings.index_dir, kb)
