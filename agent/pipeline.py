@@ -49,7 +49,6 @@ class Agent:
         self._generator = generator
         self._index = index
         self._focus = None
-        self._precision_set = False
         if generator is None or index is None:
             from agent.generation.loading import apply_threads
 
@@ -91,11 +90,9 @@ class Agent:
 
     @property
     def index(self):
-        if not self._precision_set:  # the embedder's precision (process-wide), before anything is embedded
-            from retrieval.embedder import set_precision
+        from retrieval.embedder import set_precision
 
-            set_precision(self.settings.embed_precision)
-            self._precision_set = True
+        set_precision(self.settings.embed_precision)  # the embedder's (process-wide), before anything is embedded
         if self._index is None:
             from retrieval.index import KnowledgeIndex, index_dir_for
 

@@ -126,9 +126,7 @@ def _fast(dec, prompt: list[int], reply: list[int], spans, top_n: int) -> HeadFe
         pos = min(dec._reuse_prefix(prompt, caches), n - 1)  # the first position not taken from the cache
         ids = torch.tensor(prompt[pos:] + reply[:-1])  # the prompt's uncached tokens, then the reply's inputs
         first = ids.shape[0] - n_t  # rows from here on predict reply[0..T-1]
-        freqs = torch.arange(pos, pos + ids.shape[0], dtype=torch.float)[:, None] * dec.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)  # (rows, hd)
-        rope = (emb.cos(), emb.sin())
+        rope = dec.rope(pos, ids.shape[0])
         x = dec.embed[ids]  # (rows, hidden)
         target = dec.head.weight[torch.tensor(reply)] * dec.norm  # (T, hidden): the reply tokens' directions
         masses, dlas = [], []
@@ -175,7 +173,7 @@ def _layer(dec, i: int, layer, x, pos: int, rope, cache, spans, target, first: i
     visible = torch.ones(m - first, pos + m, dtype=torch.bool).tril(diagonal=pos + first)  # row r sees <= its own
     probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)  # (H, T, pos + m)
     parts.append(probs @ vv)  # (H, T, hd)
-    att = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (H, m, hd)
+    att = torch.cat(parts, dim=1)  # (H, m, hd)
     w_o = layer.self_attn.o_proj.weight  # (hidden, H * hd)
     back = (target @ w_o).view(m - first, dec.n_heads, hd).transpose(0, 1)  # (H, T, hd): target through W_O
     vdot = back @ vv.transpose(1, 2)  # (H, T, pos + m): each position's value, projected on the target

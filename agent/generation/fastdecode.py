@@ -208,16 +208,20 @@ class FastDecoder:
     def _forward(self, ids, pos: int, caches):
         """Run ``ids`` (n,) at positions ``pos..pos+n-1``, filling the caches; the last position's final hidden
         state ``(hidden,)``."""
-        import torch
-
         n = ids.shape[0]
         x = self.embed[ids]  # (n, hidden)
-        freqs = torch.arange(pos, pos + n, dtype=torch.float)[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)  # (n, head_dim)
-        rope = (emb.cos(), emb.sin())
+        rope = self.rope(pos, n)
         for i, layer in enumerate(self.layers):
             x = self._layer(i, layer, x, pos, rope, caches[i])
         return _rms(x[-1], self.norm, self.eps)
+
+    def rope(self, pos: int, n: int) -> tuple:
+        """The rotary tables ``(cos, sin)``, each (n, head_dim), for positions ``pos..pos+n-1``."""
+        import torch
+
+        freqs = torch.arange(pos, pos + n, dtype=torch.float)[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)  # (n, head_dim)
+        return emb.cos(), emb.sin()
 
     def _linear(self, i: int, group: str, layer, h):
         """The outputs of one group's Linears for ``h`` (n, in): packed for one vector, fp32 otherwise."""
