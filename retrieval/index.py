@@ -283,18 +283,20 @@ class KnowledgeIndex:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed query texts with the index's model → ``(len(texts), dim)`` normalised float32 (cached)."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._query_cache))
+        cache = self._query_cache
+        found = {t: cache[t] for t in texts if t in cache}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             vecs = embed(self.model, missing)  # (len(missing), dim)
             check_queries(vecs, str(self.meta.get("embedder", PACKAGED_EMBEDDER)))
-            for text, vec in zip(missing, vecs):
-                self._query_cache[text] = vec
-            while len(self._query_cache) > QUERY_CACHE_SIZE:
-                self._query_cache.popitem(last=False)
-        for t in texts:
-            self._query_cache.move_to_end(t)
+            found.update(zip(missing, vecs))
+        for t in texts:  # most recently used last; a batch larger than the cache keeps its tail
+            cache[t] = found[t]
+            cache.move_to_end(t)
+        while len(cache) > QUERY_CACHE_SIZE:
+            cache.popitem(last=False)
         dim = self.faiss_index.d
-        return np.stack([self._query_cache[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
 
     def dense_scores(self, q: np.ndarray) -> np.ndarray:
         """Every passage's dense score for the normalised query ``q`` ``(dim,)`` → ``(n_passages,)``: exact cosines,

@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.errors import KnowledgeBaseError, ProvisioningError
@@ -104,6 +105,23 @@ def write_kb(root: Path, files: dict[str, str | bytes]) -> Path:
 def small_index(tmp_path_factory, model) -> KnowledgeIndex:
     kb = write_kb(tmp_path_factory.mktemp("kb") / "kb", SMALL_KB)
     return KnowledgeIndex.load_or_build(kb, tmp_path_factory.mktemp("index") / "idx", chunk_tokens=64, progress=False)
+
+
+def test_a_batch_of_queries_larger_than_the_cache_is_embedded_whole(small_index, monkeypatch):
+    """More distinct texts in one call than the query cache holds (a bench embeds thousands at once): every text
+    gets its own vector, duplicates included, and the cache stays within its size (it used to raise KeyError)."""
+    import retrieval.index as index_module
+
+    texts = [f"how do I return item number {i}?" for i in range(6)]
+    alone = np.stack([small_index.embed_queries([t])[0] for t in texts])  # one at a time: the reference
+    small_index._query_cache.clear()
+    monkeypatch.setattr(index_module, "QUERY_CACHE_SIZE", 3)
+    batch = small_index.embed_queries(texts + [texts[0]])
+    assert batch.shape == (7, alone.shape[1])
+    np.testing.assert_allclose(batch[:6], alone, atol=1e-5)
+    np.testing.assert_allclose(batch[6], alone[0], atol=1e-5)
+    assert len(small_index._query_cache) == 3
+    assert list(small_index._query_cache) == [texts[4], texts[5], texts[0]]  # the most recently used, in order
 
 
 # ------------------------------------------------------------------------------------------- loaders
