@@ -37,12 +37,20 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def token_lds(table: SubsetScores, weights: np.ndarray, masks: list[int]) -> list[float]:
+    """Each reply token's LDS (Spearman over ``masks`` of the additive prediction from ``weights`` (T, k) vs the
+    table's log-probs); NaN where either side is constant."""
+    actual = table.logp[[table.index[m] for m in masks]]  # (n_eval, T)
+    pred = additive_prediction(weights, masks, np.zeros(weights.shape[0]))  # (n_eval, T)
+    return [rank_spearman(pred[:, t], actual[:, t]) for t in range(actual.shape[1])]
+
+
 def lds(table: SubsetScores, weights: np.ndarray, masks: list[int],
         sentences: list[tuple[int, int]]) -> dict[str, float | None]:
     """Token-, sentence- and reply-level LDS of ``weights`` (T, k) over the subsets ``masks``."""
     actual = table.logp[[table.index[m] for m in masks]]  # (n_eval, T)
     pred = additive_prediction(weights, masks, np.zeros(weights.shape[0]))  # (n_eval, T)
-    token = [rank_spearman(pred[:, t], actual[:, t]) for t in range(actual.shape[1])]
+    token = token_lds(table, weights, masks)
     sent = [rank_spearman(pred[:, a:b].sum(axis=1), actual[:, a:b].sum(axis=1)) for a, b in sentences if b > a]
     return {"token": _mean(token), "sentence": _mean(sent),
             "reply": _mean([rank_spearman(pred.sum(axis=1), actual.sum(axis=1))])}

@@ -1,6 +1,6 @@
 """Exact Shapley tables + attention features of training-side turns: the data the learned estimator is fitted on.
 
-    nice -n 10 python -m bench.estimator_data [--n 300] [--out DIR] [--minutes 40]
+    nice -n 10 python -m bench.estimator_data [--n 300] [--out DIR] [--minutes 40] [--shard I/N]
 
 Each turn (:mod:`bench.estimator_turns`; training side only) runs through the real pipeline
 (:class:`agent.pipeline.Agent`: retrieval, evidence focus, hand-over check, then a quoted reply on even turns and a
@@ -68,10 +68,13 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.minutes * 60
     done = written = 0
+    shard, shards = (int(v) for v in args.shard.split("/"))
     focus_agent = Agent(settings, generator=gen, index=kb_index)
     for i, turn in enumerate(training_turns(Path(args.data), kb_index, seed=args.seed)):
         if i >= args.n or time.monotonic() > deadline:
             break
+        if i % shards != shard:
+            continue
         path = out / f"turn-{i:05d}"
         if path.with_suffix(".json").exists():
             done += 1
@@ -119,8 +122,11 @@ def run(args) -> int:
 
 
 def refeature(path: Path, turn, gen, settings, kb_index, embedder, focus_agent) -> None:
-    """Recompute the features of a stored turn with the current feature pass (the exact table is kept): the turn is
-    run again through the pipeline (deterministic) and must give the stored reply."""
+    """Recompute the features of a stored turn with the current feature pass (the exact table is kept). The prompt
+    and passage spans stored with the turn are used as they are; a turn stored without them is run again through
+    the pipeline (deterministic), which must give the stored reply."""
+    from types import SimpleNamespace
+
     from agent.attribution.headfeatures import head_features
     from agent.pipeline import Agent
     from retrieval.index import KnowledgeIndex
@@ -132,16 +138,24 @@ def refeature(path: Path, turn, gen, settings, kb_index, embedder, focus_agent) 
         arrays = {name: z[name] for name in z.files}
     if "dla" in arrays:
         return
-    index = kb_index if turn.pool is None else KnowledgeIndex.from_passages(turn.pool, embedder)
-    agent = Agent(replace_settings(settings, meta["mode"]), generator=gen, index=index)
-    agent._focus = focus_agent.focus if turn.pool is None else None
-    result = agent.ask(turn.question, turn.history)
-    if list(result.token_ids) != arrays["reply"].tolist():
-        log.warning("turn %s: the reply differs from the stored one; features not recomputed", path.name)
-        return
-    layout = result.layout
+    reply = arrays["reply"].tolist()
+    if "prompt" in arrays and "spans" in arrays:
+        layout = SimpleNamespace(input_ids=arrays["prompt"].tolist(),
+                                 passage_spans=[tuple(int(v) for v in span) for span in arrays["spans"]])
+    else:
+        index = kb_index if turn.pool is None else KnowledgeIndex.from_passages(turn.pool, embedder)
+        agent = Agent(replace_settings(settings, meta["mode"]), generator=gen, index=index)
+        agent._focus = focus_agent.focus if turn.pool is None else None
+        result = agent.ask(turn.question, turn.history)
+        if list(result.token_ids) != reply:
+            log.warning("turn %s: the reply differs from the stored one; features not recomputed", path.name)
+            return
+        layout = result.layout
     with gen.lock:
-        feats = head_features(gen, layout, result.token_ids)
+        feats = head_features(gen, layout, reply)
+    if np.abs(feats.logp - arrays["logp"]).max() > 0.25:  # not the pass the turn was stored from: leave it
+        log.warning("turn %s: the log-probs differ from the stored ones; features not recomputed", path.name)
+        return
     arrays.update(x=feats.x.astype(np.float16), dla=feats.dla.astype(np.float16), prompt=np.array(layout.input_ids),
                   spans=np.array(layout.passage_spans))
     _save(path, meta, arrays)
@@ -161,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--out", default="", help="output folder (default: ~/.cache/moments/estimator/<adapter>)")
+    p.add_argument("--shard", default="0/1", metavar="I/N",
+                   help="only turns whose index is I modulo N: run N processes (I = 0 .. N-1) to use N cores")
     p.add_argument("--refeature", action="store_true",
                    help="only recompute the features of the turns already there (their exact tables are kept)")
     args = p.parse_args(argv)

@@ -50,15 +50,22 @@ def load_turns(folder: Path) -> list[tuple[dict, dict]]:
     return out
 
 
-def evaluate(est, turns) -> dict:
+STRONG = 0.1  # nats: a token whose largest exact Shapley value reaches this is "strong"
+
+
+def evaluate(est, turns, previous=None) -> dict:
+    """The report of one side (fit or bench); ``previous``: the weights shipped before this fit, measured on the same
+    turns (row ``previous``)."""
     from agent.attribution.estimator import _shapley
     from agent.attribution.games import shapley_weights
     from agent.attribution.rescoring import SubsetScores
-    from bench.attribution_metrics import lds
+    from bench.attribution_metrics import token_lds
 
-    rows = {"learned": [], "attention": [], "shapley": []}
-    top = {"learned": [], "attention": []}
-    token_top = {"learned": [], "attention": []}
+    names = ["learned", "attention", "shapley"] + (["previous"] if previous is not None else [])
+    rows = {name: [] for name in names}
+    split = {name: {"strong": [], "weak": []} for name in names}
+    top = {name: [] for name in names if name != "shapley"}
+    token_top = {name: [] for name in names if name != "shapley"}
     latency = {"quote": [], "generate": []}
     for meta, a in turns:
         x = a["x"].astype(np.float32)
@@ -70,13 +77,18 @@ def evaluate(est, turns) -> dict:
         weights_s = time.perf_counter() - t0
         latency[meta["mode"]].append(meta["estimate_features_s"] + weights_s)
         credits = {"learned": learned, "attention": x.mean(axis=(1, 2)).astype(np.float64), "shapley": phi}
+        if previous is not None:
+            credits["previous"] = previous.credit(x, a["dla"], a["logp"], a["top_logp"])
         masks = list(range(1 << k))
         exact_top = int(np.argmax(phi.sum(axis=0)))
-        strong = np.abs(phi).max(axis=1) >= 0.1
+        strong = np.abs(phi).max(axis=1) >= STRONG
         for name, c in credits.items():
             if c is None:
                 continue
-            rows[name].append(lds(table, c, masks, [])["token"])
+            per_token = token_lds(table, c, masks)
+            rows[name].append(_nanmean(per_token))
+            for t, r in enumerate(per_token):
+                split[name]["strong" if strong[t] else "weak"].append(r)
             if name in top:
                 top[name].append(int(np.argmax(c.sum(axis=0))) == exact_top)
                 if strong.any():
@@ -86,6 +98,10 @@ def evaluate(est, turns) -> dict:
         "turns": len(turns),
         "tokens": int(sum(a["x"].shape[0] for _, a in turns)),
         "lds_token": {name: mean(v) for name, v in rows.items()},
+        "lds_token_strong": {name: _nanmean(v["strong"]) for name, v in split.items()},
+        "lds_token_weak": {name: _nanmean(v["weak"]) for name, v in split.items()},
+        "strong_tokens": int(sum(1 for r in split["shapley"]["strong"] if not np.isnan(r))),
+        "weak_tokens": int(sum(1 for r in split["shapley"]["weak"] if not np.isnan(r))),
         "top_passage_agreement": {name: mean(v) for name, v in top.items()},
         "token_top_agreement": {name: mean(v) for name, v in token_top.items()},
         "latency_s": {mode: {"n": len(v), "median": float(np.median(v)) if v else None,
@@ -93,8 +109,14 @@ def evaluate(est, turns) -> dict:
     }
 
 
+def _nanmean(values) -> float | None:
+    vals = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from agent.attribution.estimator import FILENAME, FitTurn, fit
+    from agent.attribution.estimator import load as load_estimator
     from agent.generation.loading import resolve_adapter
     from agent.settings import Settings
 
@@ -116,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_turns = [t for t in turns if t[0]["split"] == "fit"]
     bench_turns = [t for t in turns if t[0]["split"] == "bench"]
     log.info("%d turns (%d fit, %d bench) from %s", len(turns), len(fit_turns), len(bench_turns), folder)
+    previous = load_estimator(adapter_dir, a_hash) if adapter_dir is not None else None  # the weights shipped now
     t0 = time.perf_counter()
     est = fit([FitTurn(a["x"].astype(np.float32), a["dla"].astype(np.float32), a["table"].astype(np.float64),
                        a["logp"], a["top_logp"]) for _, a in fit_turns], steps=args.steps)
@@ -127,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         sources[key] = sources.get(key, 0) + 1
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "adapter": adapter_dir.name if adapter_dir else None,
               "adapter_hash": a_hash, "data": str(folder), "fit_seconds": round(fit_s, 1), "steps": args.steps,
-              "turns": sources, "fit": evaluate(est, fit_turns), "bench": evaluate(est, bench_turns)}
+              "turns": sources, "fit": evaluate(est, fit_turns, previous),
+              "bench": evaluate(est, bench_turns, previous),
+              "previous_date": previous.report.get("date") if previous is not None else None}
     est.report = {k: report[k] for k in ("date", "turns", "bench")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,13 +173,21 @@ def markdown(r: dict) -> str:
     for side in ("bench", "fit"):
         e = r[side]
         lines += [f"## {side} turns ({e['turns']} turns, {e['tokens']} tokens)", "",
-                  "| method | token LDS vs exact tables | top passage = exact's | token top passage = exact's |",
-                  "|---|---|---|---|"]
-        for name in ("learned", "attention", "shapley"):
+                  f"Strong tokens: the largest exact Shapley value of the token is at least {STRONG} nats "
+                  f"({e.get('strong_tokens')} tokens; {e.get('weak_tokens')} weak ones).", "",
+                  "| method | token LDS vs exact tables | strong tokens | weak tokens | top passage = exact's | "
+                  "token top passage = exact's |",
+                  "|---|---|---|---|---|---|"]
+        label = {"previous": f"previous weights ({r.get('previous_date')})"}
+        for name in ("learned", "previous", "attention", "shapley"):
+            if name not in e["lds_token"]:
+                continue
             f = lambda v: "—" if v is None else f"{v:.3f}"
-            lines.append(f"| {name} | {f(e['lds_token'].get(name))} | {f(e['top_passage_agreement'].get(name))} | "
-                         f"{f(e['token_top_agreement'].get(name))} |")
-        lines += ["", "Latency after the last reply token (feature pass + weights), seconds: " + "; ".join(
+            lines.append(f"| {label.get(name, name)} | {f(e['lds_token'].get(name))} | "
+                         f"{f(e.get('lds_token_strong', {}).get(name))} | {f(e.get('lds_token_weak', {}).get(name))} | "
+                         f"{f(e['top_passage_agreement'].get(name))} | {f(e['token_top_agreement'].get(name))} |")
+        lines += ["", "Latency after the last reply token (feature pass, timed in the data run on its machine and load; "
+                  "`bench/speed.py` measures it side by side), seconds: " + "; ".join(
             f"{m}: median {v['median']:.2f}, p90 {v['p90']:.2f} (n={v['n']})" for m, v in e["latency_s"].items()
             if v["n"]), ""]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 to the exact explanation, and the faithfulness check of the fast decoder.
 
 Run: ``python bench/speed.py [--rounds 5] [--turns 40] [--exact-turns 8] [--configs fast,fast-fp32,hf,llama.cpp]``.
-Writes ``bench/results/speed.{json,md,png}``.
+Writes ``bench/results/speed.{json,md,png}`` (``--name`` changes the stem: another CPU's run kept apart).
 
 Speed: each configuration runs in its own subprocess (``bench/speed_probe.py``, 1 torch / llama.cpp thread),
 configurations alternating within every round (and the order reversed every other round) so the shared machine's
@@ -222,7 +222,8 @@ def markdown(runs: dict, summary: dict, faith: dict | None, exact: list[dict] | 
              (f"Shared 2-core machine: 1-minute load average {min(load):.1f}-{max(load):.1f} at the probes' starts "
               f"(median {statistics.median(load):.1f}), so wall-clock figures include waiting for a core; the CPU "
               "times do not. " if load else "")
-             + f"Run {meta.get('date', '?')}, {meta.get('seconds', 0) / 60:.0f} min.", "",
+             + f"Run {meta.get('date', '?')}, {meta.get('seconds', 0) / 60:.0f} min"
+             + (f", on {meta['cpu']}" if meta.get("cpu") else "") + ".", "",
              "| metric | " + " | ".join(LABELS.get(n, n) for n in names) + " |", "| --- |" + " ---: |" * len(names)]
     for key, label, digits in METRICS:
         if not any(key in summary[n] for n in names):
@@ -302,6 +303,23 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def cpu_description() -> str:
+    """The CPU's model name and whether it has AMX-BF16 (what the ``auto`` precision settings decide on)."""
+    import platform
+
+    from retrieval.cpu import bf16_is_fast
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({'AMX-BF16: bfloat16 prefill and embedder' if bf16_is_fast() else 'no AMX-BF16: float32 throughout'})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -310,8 +328,10 @@ def main() -> None:
     ap.add_argument("--exact-turns", type=int, default=8, help="real turns per answer mode for the exact latency")
     ap.add_argument("--no-int8-faithfulness", action="store_true")
     ap.add_argument("--render", action="store_true", help="only re-render speed.md/png from speed.json")
+    ap.add_argument("--name", default="speed",
+                    help="stem of the result files (bench/results/<name>.{json,md,png}): keep another CPU's run apart")
     args = ap.parse_args()
-    saved_path = RESULTS / "speed.json"
+    saved_path = RESULTS / f"{args.name}.json"
     if args.render:
         saved = json.loads(saved_path.read_text())
         runs, faith, exact, meta = saved["runs"], saved["faithfulness"], saved.get("exact_latency"), saved
@@ -328,14 +348,14 @@ def main() -> None:
             if faith is not None:
                 faith.setdefault("from_previous_run", "the previous run (bench/results/speed.json before this one)")
         meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "seconds": time.time() - started,
-                "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+                "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "cpu": cpu_description()}
         RESULTS.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(json.dumps({"runs": runs, "summary": summarise(runs), "exact_latency": exact,
                                           "faithfulness": faith, **meta}, indent=2))
     summary = summarise(runs)
     text = markdown(runs, summary, faith, exact, meta)
-    (RESULTS / "speed.md").write_text(text)
-    plot(summary, RESULTS / "speed.png")
+    (RESULTS / f"{args.name}.md").write_text(text)
+    plot(summary, RESULTS / f"{args.name}.png")
     print(text)
 
 
