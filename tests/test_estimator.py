@@ -109,6 +109,10 @@ def test_the_fast_decoders_features_equal_the_transformers_models(generator):
             dec.batched, dec._prefix = batched, None
     assert fp32.x.shape == bf16.x.shape == ref.x.shape == (len(reply), 30, 9, 3)
     assert np.abs(fp32.x - ref.x).max() < 1e-3 and np.abs(fp32.logp - ref.logp).max() < 1e-3
-    assert np.abs(bf16.x - ref.x).max() < 0.05 and np.abs(bf16.logp - ref.logp).max() < 0.1
+    # the bound of the estimate's log-probs on the bfloat16 path (see the test above): measured at most 0.12 nats over
+    # 40 real turns on an AMX-BF16 CPU, 0.17 on this reply's one 8-nat token on an AVX2-only CPU (no AMX: torch's other
+    # bfloat16 kernel; `auto` never picks bfloat16 there)
+    gap = np.abs(bf16.logp - ref.logp)
+    assert np.abs(bf16.x - ref.x).max() < 0.05 and gap.max() < 0.25 and gap.mean() < 0.05, gap
     assert (bf16.top_ids[:, 0] == ref.top_ids[:, 0]).all()
     assert 0.001 < np.abs(bf16.logp - ref.logp).max()  # the bfloat16 path really ran
