@@ -173,10 +173,10 @@ def markdown(r: dict) -> str:
     for side in ("bench", "fit"):
         e = r[side]
         lines += [f"## {side} turns ({e['turns']} turns, {e['tokens']} tokens)", "",
-                  f"Strong tokens: the largest exact Shapley value of the token is at least {STRONG} nats "
-                  f"({e.get('strong_tokens')} tokens; {e.get('weak_tokens')} weak ones).", "",
-                  "| method | token LDS vs exact tables | strong tokens | weak tokens | top passage = exact's | "
-                  "token top passage = exact's |",
+                  (f"Strong tokens: the largest exact Shapley value of the token is at least {STRONG} nats "
+                   f"({e.get('strong_tokens')} tokens; {e.get('weak_tokens')} weak ones)."), "",
+                  ("| method | token LDS vs exact tables | strong tokens | weak tokens | top passage = exact's | "
+                   "token top passage = exact's |"),
                   "|---|---|---|---|---|---|"]
         label = {"previous": f"previous weights ({r.get('previous_date')})"}
         for name in ("learned", "previous", "attention", "shapley"):
@@ -186,8 +186,8 @@ def markdown(r: dict) -> str:
             lines.append(f"| {label.get(name, name)} | {f(e['lds_token'].get(name))} | "
                          f"{f(e.get('lds_token_strong', {}).get(name))} | {f(e.get('lds_token_weak', {}).get(name))} | "
                          f"{f(e['top_passage_agreement'].get(name))} | {f(e['token_top_agreement'].get(name))} |")
-        lines += ["", "Latency after the last reply token (feature pass, timed in the data run on its machine and load; "
-                  "`bench/speed.py` measures it side by side), seconds: " + "; ".join(
+        lines += ["", ("Latency after the last reply token (feature pass, timed in the data run on its machine and "
+                       "load; `bench/speed.py` measures it side by side), seconds: ") + "; ".join(
             f"{m}: median {v['median']:.2f}, p90 {v['p90']:.2f} (n={v['n']})" for m, v in e["latency_s"].items()
             if v["n"]), ""]
     return "\n".join(lines) + "\n"

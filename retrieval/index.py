@@ -295,8 +295,7 @@ class KnowledgeIndex:
             cache.move_to_end(t)
         while len(cache) > QUERY_CACHE_SIZE:
             cache.popitem(last=False)
-        dim = self.faiss_index.d
-        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.faiss_index.d), np.float32)
 
     def dense_scores(self, q: np.ndarray) -> np.ndarray:
         """Every passage's dense score for the normalised query ``q`` ``(dim,)`` → ``(n_passages,)``: exact cosines,
